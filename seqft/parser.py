@@ -1,0 +1,201 @@
+"""Strict recipe parsing: a JSON recipe supplies defaults, command-line flags override them, unknown keys fail.
+
+    python -m seqft.train recipes/quickstart.json --learning_rate 3e-5 --num_train_epochs 2
+
+Every key must be a field of `ModelArguments`, `DataArguments` or `SeqFTConfig`; a typo gets the closest field
+name, a wrong JSON type gets the key, the value and the expected type. `--help` lists every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from .configs import DataArguments, ModelArguments, SeqFTConfig
+from .errors import RecipeError
+
+DATACLASSES = (ModelArguments, DataArguments, SeqFTConfig)
+# Keys that must never be written back out (resolved recipe, model card, logs).
+SECRET_KEYS = frozenset({"token", "hub_token"})
+
+
+def field_types() -> dict[str, object]:
+    """Field name -> resolved type annotation, over the three dataclasses."""
+    hints = {}
+    for cls in DATACLASSES:
+        resolved = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                hints[f.name] = resolved[f.name]
+    return hints
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums:  # `IntervalStrategy | str` accepts only the enum's values
+            args = [a for a in args if a is not str]
+        return " or ".join(dict.fromkeys(_describe(a) for a in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, Sequence):
+        (item,) = typing.get_args(tp) or (object,)
+        return f"a list of {_describe(item)}"
+    if origin is dict or tp is dict:
+        return "a JSON object"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _matches(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is typing.Any or tp is object:
+        return True
+    if tp is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):  # `IntervalStrategy | str`: the string must be a member
+            return any(value in {m.value for m in e} for e in enums)
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if origin in (list, Sequence):
+        (item,) = typing.get_args(tp) or (object,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return value in {m.value for m in tp} or isinstance(value, tp)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def suggest(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else " Run `python -m seqft.train --help` to list every field."
+
+
+def _load_json(path: Path) -> dict:
+    def no_duplicates(pairs):
+        seen = {}
+        for k, v in pairs:
+            if k in seen:
+                raise RecipeError(f"{path}: key '{k}' appears twice; keep one.")
+            seen[k] = v
+        return seen
+
+    if not path.is_file():
+        raise RecipeError(f"Recipe file not found: {path}")
+    try:
+        recipe = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as err:
+        raise RecipeError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}.") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a JSON object of field names to values, got {type(recipe).__name__}.")
+    return recipe
+
+
+def check_recipe(recipe: dict, source: str = "recipe") -> None:
+    """Unknown keys and wrong JSON types fail here, before any dataclass is built."""
+    hints = field_types()
+    for key, value in recipe.items():
+        if key not in hints:
+            raise RecipeError(f"{source}: unknown key '{key}'.{suggest(key, hints)}")
+        if not _matches(value, hints[key]):
+            raise RecipeError(
+                f"{source}: '{key}' = {json.dumps(value)} is not valid: expected {_describe(hints[key])}."
+            )
+
+
+def make_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(
+        DATACLASSES,
+        prog="python -m seqft.train",
+        description="Fine-tune an encoder from a JSON recipe: python -m seqft.train RECIPE.json [--field value ...]. "
+        "Every flag below is also a recipe key.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("recipe", nargs="?", help="JSON recipe whose keys are the fields below.")
+    return parser
+
+
+def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, SeqFTConfig, dict]:
+    """Parse `[RECIPE.json] [--field value ...]` into the three dataclasses.
+
+    Returns them and the recipe as written (before command-line overrides), for the resolved-recipe record.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    recipe_path = next((a for a in argv if a.endswith(".json") and not a.startswith("-")), None)
+    recipe = {}
+    if recipe_path is not None:
+        recipe = _load_json(Path(recipe_path))
+        check_recipe(recipe, source=recipe_path)
+        parser.set_defaults(**recipe)
+        for action in parser._actions:  # a required field given by the recipe is no longer required on the CLI
+            if action.dest in recipe:
+                action.required = False
+
+    known = field_types()
+    flags = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
+    for flag in flags:
+        name = flag[2:].replace("-", "_")
+        base = name[3:] if name.startswith("no_") else name
+        if name not in known and base not in known and name != "help":
+            raise RecipeError(f"unknown flag '{flag}'.{suggest(name, known)}")
+
+    try:
+        *dataclass_values, namespace = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, RecipeError):
+            raise
+        raise RecipeError(f"invalid setting: {err}") from None
+    del namespace
+    model_args, data_args, training_args = dataclass_values
+    return model_args, data_args, training_args, recipe
+
+
+def resolved_recipe(model_args, data_args, training_args) -> dict:
+    """Every field's final value, secrets removed, JSON-serialisable."""
+    out = {}
+    for obj in (model_args, data_args, training_args):
+        for f in dataclasses.fields(obj):
+            if not f.init or f.name in SECRET_KEYS:
+                continue
+            value = getattr(obj, f.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, list):
+                value = [v.value if isinstance(v, enum.Enum) else v for v in value]
+            try:
+                json.dumps(value)
+            except TypeError:
+                value = str(value)
+            out[f.name] = value
+    return out

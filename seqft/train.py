@@ -1,0 +1,247 @@
+"""Train, evaluate and predict from a JSON recipe.
+
+    python -m seqft.train recipes/quickstart.json [--field value ...]
+    accelerate launch -m seqft.train recipes/conll_lora.json
+
+main(): parse -> validate -> load data, tokenizer, model -> trainer -> train -> save -> evaluate -> predict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from importlib import metadata
+
+import datasets
+import numpy as np
+import transformers
+from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, set_seed
+
+from . import data as seqdata
+from .configs import validate_args
+from .errors import SeqFTError
+from .metrics import build_compute_metrics, sequence_metrics
+from .parser import parse_recipe, resolved_recipe
+from .trainer import SeqFTTrainer
+
+logger = logging.getLogger("seqft")
+VERSIONED = ("seqft", "transformers", "torch", "accelerate", "datasets", "peft", "deepspeed", "seqeval", "tokenizers")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_resolved_recipe(model_args, data_args, training_args) -> str:
+    """output_dir/seqft_recipe.json: every field's value (no secrets), versions, data fingerprints."""
+    files = {}
+    for split, spec in (("train", data_args.train_file), ("validation", data_args.validation_file), ("test", data_args.test_file)):
+        if spec:
+            files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}
+    record = {
+        "recipe": resolved_recipe(model_args, data_args, training_args),
+        "versions": library_versions(),
+        "data_files": files,
+    }
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    path = os.path.join(training_args.output_dir, "seqft_recipe.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, sort_keys=False)
+    return path
+
+
+def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
+    """The label list of an already fine-tuned checkpoint (None for a bare encoder)."""
+    config = AutoConfig.from_pretrained(model_path, **load_kwargs)
+    id2label = getattr(config, "id2label", None) or {}
+    names = [id2label[i] for i in sorted(id2label)]
+    if not names or all(n.startswith("LABEL_") for n in names):
+        return None
+    return names
+
+
+def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_kwargs: dict):
+    id2label = dict(enumerate(label_names))
+    label2id = {name: i for i, name in id2label.items()}
+    path = seqdata.resolve_path(model_args.model_name_or_path)
+    if model_args.use_crf:
+        from .modeling import SeqFTCRFForTokenClassification
+
+        model = SeqFTCRFForTokenClassification.from_encoder(
+            path,
+            id2label=id2label,
+            label_scheme=scheme,
+            special_token_ids=sorted(set(tokenizer.all_special_ids)),
+            classifier_dropout=model_args.classifier_dropout,
+            crf_constraints=model_args.crf_constraints,
+            **load_kwargs,
+        )
+    else:
+        config = AutoConfig.from_pretrained(
+            seqdata.resolve_path(model_args.config_name) or path,
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id=label2id,
+            **load_kwargs,
+        )
+        if model_args.classifier_dropout is not None:
+            config.classifier_dropout = model_args.classifier_dropout
+        model = AutoModelForTokenClassification.from_pretrained(
+            path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **load_kwargs
+        )
+    model.config.label_scheme = scheme
+    return model
+
+
+def word_predictions(predictions: np.ndarray, label_ids: np.ndarray, id2label: dict) -> list[list[str]]:
+    """Argmax at each word's first subword (labels != -100), per example."""
+    if predictions.ndim == 3:
+        predictions = predictions.argmax(-1)
+    return [[id2label[int(p)] for p, lab in zip(row, labs) if lab != -100] for row, labs in zip(predictions, label_ids)]
+
+
+def write_predictions(path: str, split, predicted: list[list[str]]) -> int:
+    """CoNLL-style `word gold predicted`, original order. Words cut by max_seq_length are written with
+    predicted tag `O` and counted (logged and returned); none is skipped."""
+    order = np.argsort(np.asarray(split["example_id"]), kind="stable")
+    missing = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in order:
+            words, gold, pred = split[int(i)]["tokens"], split[int(i)]["tags"], predicted[int(i)]
+            missing += len(words) - len(pred)
+            pred = list(pred) + ["O"] * (len(words) - len(pred))
+            fh.writelines(f"{w} {g} {p}\n" for w, g, p in zip(words, gold, pred))
+            fh.write("\n")
+    return missing
+
+
+def print_table(title: str, metrics: dict) -> None:
+    keys = [k for k in metrics if not any(k.endswith(s) for s in ("_runtime", "_per_second", "_steps_per_second"))]
+    width = max(len(k) for k in keys) if keys else 10
+    lines = [f"***** {title} *****"] + [
+        f"  {k:<{width}} {v:>10.4f}" if isinstance(v, float) else f"  {k:<{width}} {v!s:>10}" for k, v in metrics.items() if k in keys
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(argv=None) -> dict:
+    model_args, data_args, training_args, _ = parse_recipe(argv)
+    validate_args(model_args, data_args, training_args)
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    set_seed(training_args.seed)
+
+    load_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision}
+    if model_args.token:
+        load_kwargs["token"] = model_args.token
+    if model_args.trust_remote_code:
+        load_kwargs["trust_remote_code"] = True
+    model_path = seqdata.resolve_path(model_args.model_name_or_path)
+
+    raw = seqdata.load_raw_splits(data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token)
+    fixed_labels = None if training_args.do_train else known_labels(model_path, load_kwargs)
+    raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
+    label2id = {name: i for i, name in enumerate(label_names)}
+    logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
+
+    tokenizer = seqdata.load_tokenizer(seqdata.resolve_path(model_args.tokenizer_name) or model_path, **load_kwargs)
+    max_length = data_args.max_seq_length or min(tokenizer.model_max_length, 512)
+    model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
+
+    with training_args.main_process_first(desc="tokenisation"):
+        tokenized = {
+            name: seqdata.tokenize_split(
+                split,
+                tokenizer,
+                label2id,
+                max_length,
+                # evaluation always counts each word once, at its first subword
+                data_args.label_all_tokens and name == "train",
+                num_proc=data_args.preprocessing_num_workers,
+                desc=f"Tokenising {name}",
+            )
+            for name, split in raw.items()
+        }
+    for name, split in tokenized.items():
+        seqdata.truncation_report(split, name)
+        if name != "train":
+            tokenized[name] = seqdata.sort_by_length(split)
+
+    collator = DataCollatorForTokenClassification(
+        tokenizer, padding="max_length" if data_args.pad_to_max_length else True, max_length=max_length
+    )
+    trainer = SeqFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized.get("train") if training_args.do_train else None,
+        eval_dataset=tokenized.get("validation") if training_args.do_eval or training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
+    )
+    if training_args.should_save:
+        write_resolved_recipe(model_args, data_args, training_args)
+
+    results = {}
+    if training_args.do_train:
+        if "train" not in tokenized:
+            raise SeqFTError("do_train is set but no training split was loaded.")
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results["train"] = metrics
+
+    if training_args.do_eval and "validation" in tokenized:
+        metrics = trainer.evaluate()
+        metrics["eval_samples"] = len(tokenized["validation"])
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results["eval"] = metrics
+
+    if training_args.do_predict and "test" in tokenized:
+        test = tokenized["test"]
+        output = trainer.predict(test, metric_key_prefix="test")
+        predicted = word_predictions(output.predictions, output.label_ids, model.config.id2label)
+        metrics = dict(output.metrics, test_samples=len(test))
+        if trainer.is_world_process_zero():
+            missing = write_predictions(os.path.join(training_args.output_dir, "test_predictions.txt"), test, predicted)
+            metrics["test_words_truncated"] = missing
+            if missing:
+                logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+        results["test"] = metrics
+
+    if trainer.is_world_process_zero():
+        for split, metrics in results.items():
+            if split != "train":
+                print_table(f"{split} metrics", metrics)
+    return results
+
+
+def main(argv=None) -> int:
+    try:
+        run(argv)
+    except SeqFTError as err:
+        print(f"seqft: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
