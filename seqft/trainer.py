@@ -1,10 +1,17 @@
 """SeqFTTrainer: the stock `Trainer`, wired to seqft's features. With every feature off it trains like `Trainer`.
 
-One hook per feature: LLRD in `create_optimizer` (seqft/optim.py), PEFT at construction (seqft/adapters.py),
-distillation at construction + `compute_loss` (seqft/distill.py); the CRF is the model (seqft/modeling/).
+One home and one hook per feature:
 
-Override points for subclasses: `compute_loss` (call `super()`), `compute_distillation_loss`, `get_layer_id`,
-`create_model_card`.
+| feature      | home                | hook                                                                  |
+|--------------|---------------------|-----------------------------------------------------------------------|
+| CRF          | seqft/modeling/     | the model itself (its loss, its Viterbi logits); nothing here         |
+| LLRD         | seqft/optim.py      | `create_optimizer` (falls through to `super()` when off)              |
+| PEFT         | seqft/adapters.py   | construction: `peft_config=`                                          |
+| distillation | seqft/distill.py    | construction: `teacher_model=`; `compute_loss` adds the soft loss     |
+| model card   | seqft/model_card.py | `create_model_card`                                                   |
+
+Documented override points for subclasses: `compute_loss` (call `super()`), `compute_distillation_loss`,
+`get_layer_id`, `create_model_card`. Everything else is private.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
+
+from . import optim
 
 
 def _base_model(model):
@@ -32,16 +41,36 @@ def declares_own_loss_scaling(model) -> bool:
 
 
 class SeqFTTrainer(Trainer):
+    """`Trainer` plus seqft's features. Extra constructor arguments:
+
+    - `peft_config`: a `peft.PeftConfig` or a dict with `peft_type` and that method's options; the model is wrapped
+      with the adapter and its task head / CRF are trained and saved with it.
+    - `teacher_model`: a fine-tuned model (or path) to distil from; see `compute_distillation_loss`.
+    """
+
     _tag_names = ["seqft"]
 
-    def __init__(self, model=None, args=None, *, compute_loss_func=None, **kwargs):
+    def __init__(self, model=None, args=None, *, peft_config=None, teacher_model=None, compute_loss_func=None, **kwargs):
+        if peft_config is not None:
+            from .adapters import wrap_model
+
+            model = wrap_model(model, peft_config)
         if compute_loss_func is None and model is not None and not declares_own_loss_scaling(model):
             smoothing = args.label_smoothing_factor if args is not None else 0.0
-            compute_loss_func = lambda outputs, labels, num_items_in_batch=None: self.token_loss(  # noqa: E731
-                outputs, labels, num_items_in_batch, label_smoothing=smoothing
-            )
+
+            def compute_loss_func(outputs, labels, num_items_in_batch=None):
+                return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing)
+
         super().__init__(model=model, args=args, compute_loss_func=compute_loss_func, **kwargs)
         self._metrics = defaultdict(list)
+        self.teacher_model = None
+        if teacher_model is not None:
+            from .distill import prepare_teacher
+
+            self.teacher_model = prepare_teacher(teacher_model, self)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Loss
 
     @staticmethod
     def token_loss(outputs, labels, num_items_in_batch=None, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -61,18 +90,78 @@ class SeqFTTrainer(Trainer):
             num_items_in_batch = num_items_in_batch.to(loss.device)
         return loss / num_items_in_batch
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The hard loss (the model's or `token_loss`), plus the distillation loss while training with a teacher.
+
+        Evaluation loss stays the hard loss, so it is comparable across recipes.
+        """
+        if self.teacher_model is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        inputs = dict(inputs)  # the stock compute_loss pops `labels`; distillation needs them too
+        hard, outputs = super().compute_loss(model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch)
+        parts = self.compute_distillation_loss(model, inputs, outputs, num_items_in_batch)
+        alpha = self.args.distill_alpha
+        loss = (1.0 - alpha) * hard + parts.pop("loss")
+        self._metrics["loss_hard"].append(hard.detach().item())
+        for key, value in parts.items():
+            self._metrics[key].append(value.detach().item() if torch.is_tensor(value) else float(value))
+        return (loss, outputs) if return_outputs else loss
+
+    def compute_distillation_loss(self, model, inputs, student_outputs, num_items_in_batch=None) -> dict:
+        """Override point. Returns {"loss": weighted soft (+ hidden) loss, plus named parts for logging}."""
+        from .distill import distillation_loss
+
+        return distillation_loss(self, model, inputs, student_outputs, num_items_in_batch)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Optimiser (LLRD)
+
+    def get_layer_id(self, name: str, num_layers: int) -> int:
+        """Override point: depth of a parameter (0 = embeddings, k+1 = block k, num_layers+1 = head/CRF)."""
+        return optim.get_layer_id(name, num_layers)
+
+    def create_optimizer(self, model=None):
+        args = self.args
+        if args.layer_decay is None and args.head_learning_rate is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            optim.check_deepspeed_optimizer(args.deepspeed)
+            groups = optim.llrd_param_groups(
+                opt_model,
+                learning_rate=args.learning_rate,
+                layer_decay=args.layer_decay if args.layer_decay is not None else 1.0,
+                weight_decay=args.weight_decay,
+                head_learning_rate=args.head_learning_rate,
+                get_layer_id=self.get_layer_id,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Evaluation order, logging, model card
+
     def _get_eval_sampler(self, eval_dataset):
         # The stock Trainer permutes evaluation and prediction order under group_by_length, which misaligns a
         # predictions file with its input. seqft sorts eval/test sets by length up front instead (seqft.data).
-        if eval_dataset is None or self.args.world_size > 1:
-            return super()._get_eval_sampler(eval_dataset) if self.args.world_size > 1 else None
-        return SequentialSampler(eval_dataset)
+        if self.args.world_size > 1:
+            return super()._get_eval_sampler(eval_dataset)
+        return None if eval_dataset is None else SequentialSampler(eval_dataset)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge the metrics features collected since the last log (mean over steps), then log as usual."""
+        """Merge what features collected since the last log (mean over steps) and the per-group LRs."""
         prefix = "eval_" if any(k.startswith("eval_") for k in logs) else ""
         for key, values in self._metrics.items():
             if values:
                 logs[prefix + key] = sum(values) / len(values)
         self._metrics.clear()
+        if "loss" in logs and self.optimizer is not None and (self.args.layer_decay or self.args.head_learning_rate):
+            logs.update(optim.group_learning_rates(self.optimizer))
         super().log(logs, start_time)
+
+    def create_model_card(self, *args, **kwargs):
+        """Override point: writes README.md (metadata, results, recipe, usage) into output_dir."""
+        from .model_card import write_model_card
+
+        return write_model_card(self, *args, **kwargs)
