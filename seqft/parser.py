@@ -118,6 +118,8 @@ def _load_json(path: Path) -> dict:
         raise RecipeError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}.") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe is a JSON object of field names to values, got {type(recipe).__name__}.")
+    if set(recipe) == {"recipe", "versions", "data_files"} and isinstance(recipe["recipe"], dict):
+        return recipe["recipe"]  # a resolved output_dir/seqft_recipe.json re-runs as it was
     return recipe
 
 
@@ -172,7 +174,7 @@ def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, Dat
 
     try:
         *dataclass_values, namespace = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OSError) as err:
         if isinstance(err, RecipeError):
             raise
         raise RecipeError(f"invalid setting: {err}") from None
@@ -191,6 +193,8 @@ def resolved_recipe(model_args, data_args, training_args) -> dict:
             value = getattr(obj, f.name)
             if isinstance(value, enum.Enum):
                 value = value.value
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
             elif isinstance(value, list):
                 value = [v.value if isinstance(v, enum.Enum) else v for v in value]
             try:

@@ -1,0 +1,105 @@
+"""Strict recipe parsing: every bad input gets a message naming the key, the value and what is expected."""
+
+import json
+
+import pytest
+
+from seqft.errors import RecipeError
+from seqft.parser import check_recipe, parse_recipe, resolved_recipe
+
+BASE = {"model_name_or_path": "m", "train_file": "t.txt", "output_dir": "out"}
+
+
+def write(tmp_path, recipe, name="r.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(recipe) if not isinstance(recipe, str) else recipe)
+    return str(path)
+
+
+def test_recipe_values_and_cli_overrides(tmp_path):
+    path = write(tmp_path, {**BASE, "learning_rate": 1e-4, "peft_config": {"peft_type": "LORA", "r": 8}})
+    model_args, data_args, args, recipe = parse_recipe([path, "--learning_rate", "3e-5", "--num_train_epochs", "2"])
+    assert args.learning_rate == 3e-5  # CLI wins
+    assert args.num_train_epochs == 2
+    assert model_args.peft_config == {"peft_type": "LORA", "r": 8}
+    assert data_args.train_file == "t.txt"
+    assert recipe["learning_rate"] == 1e-4  # the recipe as written is kept
+
+
+def test_cli_only_and_negated_bool_flags(tmp_path):
+    model_args, _, args, _ = parse_recipe(
+        ["--model_name_or_path", "m", "--train_file", "x", "--output_dir", str(tmp_path), "--no_crf_constraints"]
+    )
+    assert model_args.crf_constraints is False
+    assert model_args.model_name_or_path == "m"
+
+
+BAD_RECIPES = [
+    ({**BASE, "lerning_rate": 1e-4}, "unknown key 'lerning_rate'. Did you mean 'learning_rate'?"),
+    ({**BASE, "use_crf": "yes"}, "'use_crf' = \"yes\" is not valid: expected true or false"),
+    ({**BASE, "num_train_epochs": "3"}, "'num_train_epochs' = \"3\" is not valid: expected a number"),
+    ({**BASE, "per_device_train_batch_size": 8.5}, "expected an integer"),
+    ({**BASE, "eval_strategy": "epochs"}, "expected one of 'no', 'steps', 'epoch'"),
+    ({**BASE, "student_layers": [0, "2"]}, "expected a list of an integer"),
+    ({**BASE, "peft_config": "lora"}, "expected a JSON object"),
+    ({**BASE, "layer_decay": 1.5}, "'layer_decay' = 1.5 is out of range: expected 0 < layer_decay <= 1"),
+    ({**BASE, "distill_alpha": -0.1}, "'distill_alpha' = -0.1 is out of range"),
+    ({**BASE, "validation_split_percentage": 10}, "expected a share strictly between 0 and 1"),
+    ({**BASE, "label_scheme": "BILOU"}, "'label_scheme' = 'BILOU': expected one of IOB2, IOB1, BIOES, plain, auto"),
+    ({**BASE, "max_seq_length": 2}, "'max_seq_length' = 2 is out of range: expected an integer >= 8"),
+]
+
+
+@pytest.mark.parametrize("recipe,message", BAD_RECIPES)
+def test_bad_recipes(tmp_path, recipe, message):
+    with pytest.raises(RecipeError) as err:
+        parse_recipe([write(tmp_path, recipe)])
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('{"learning_rate": 1e-4,}', "invalid JSON"),
+        ("[1, 2]", "a recipe is a JSON object"),
+        ('{"seed": 1, "seed": 2}', "key 'seed' appears twice"),
+    ],
+)
+def test_malformed_json(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe([write(tmp_path, text)])
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="Recipe file not found"):
+        parse_recipe([str(tmp_path / "nope.json")])
+
+
+def test_unknown_cli_flag_suggests(tmp_path):
+    with pytest.raises(RecipeError, match="unknown flag '--max_seq_len'. Did you mean 'max_seq_length'"):
+        parse_recipe([write(tmp_path, BASE), "--max_seq_len", "128"])
+
+
+def test_bad_cli_value_exits_with_usage(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_recipe([write(tmp_path, BASE), "--learning_rate", "fast"])
+    assert exit_info.value.code == 2
+    assert "invalid float value: 'fast'" in capsys.readouterr().err
+
+
+def test_help_lists_every_field_with_help(capsys):
+    with pytest.raises(SystemExit):
+        parse_recipe(["--help"])
+    text = capsys.readouterr().out
+    for name in ("--model_name_or_path", "--label_all_tokens", "--use_crf", "--layer_decay", "--peft_config"):
+        assert name in text
+    assert "Layer-wise learning-rate decay" in text
+
+
+def test_resolved_recipe_has_no_secrets(tmp_path):
+    path = write(tmp_path, {**BASE, "hub_token": "hf_SECRET", "token": "hf_SECRET2"})
+    resolved = resolved_recipe(*parse_recipe([path])[:3])
+    text = json.dumps(resolved)
+    assert "hf_SECRET" not in text
+    assert resolved["learning_rate"] == 5e-5
+    check_recipe({k: v for k, v in resolved.items() if v is not None and k != "output_dir"} | {"output_dir": "o"})
