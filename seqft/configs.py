@@ -160,7 +160,9 @@ class DataArguments:
     )
     max_seq_length: int | None = field(
         default=None,
-        metadata={"help": "Maximum length in subword tokens (default: the tokenizer's model_max_length, at most 512)."},
+        metadata={
+            "help": "Maximum length in subword tokens (default: the tokenizer's model_max_length, at most 512)."
+        },
     )
     pad_to_max_length: bool = field(
         default=False,

@@ -136,9 +136,7 @@ def _as_list(value, path, where, what):
 def _pick_column(names: Sequence[str], wanted: str | None, defaults: Sequence[str], position: int, path, kind):
     if wanted is not None:
         if wanted not in names:
-            raise DataError(
-                f"{path}: no column '{wanted}' ({kind}_column_name); columns are: {', '.join(names)}."
-            )
+            raise DataError(f"{path}: no column '{wanted}' ({kind}_column_name); columns are: {', '.join(names)}.")
         return wanted
     for candidate in defaults:
         if candidate in names:
@@ -154,7 +152,9 @@ def read_records(path: str, records: list[tuple[str, dict]], text_column, label_
         raise DataError(f"{path}: no rows found (the file is empty).")
     names = list(records[0][1].keys())
     text_col = _pick_column(names, text_column, ("tokens", "words"), 0, path, "text")
-    label_col = _pick_column(names, label_column, ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags"), -1, path, "label")
+    label_col = _pick_column(
+        names, label_column, ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags"), -1, path, "label"
+    )
     name = os.path.basename(path)
     columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
     for where, row in records:
@@ -249,10 +249,18 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
     for split, ds in raw.items():
         split = "validation" if split in ("valid", "dev") else split
         names = ds.column_names
-        text_col = _pick_column(names, data_args.text_column_name, ("tokens", "words"), 0, data_args.dataset_name, "text")
-        label_col = _pick_column(names, data_args.label_column_name, ("ner_tags", "tags"), 1, data_args.dataset_name, "label")
+        text_col = _pick_column(
+            names, data_args.text_column_name, ("tokens", "words"), 0, data_args.dataset_name, "text"
+        )
+        label_col = _pick_column(
+            names, data_args.label_column_name, ("ner_tags", "tags"), 1, data_args.dataset_name, "label"
+        )
         feature = ds.features[label_col]
-        inner = getattr(feature, "feature", None) if isinstance(feature, HFSequence) else getattr(feature, "feature", feature)
+        inner = (
+            getattr(feature, "feature", None)
+            if isinstance(feature, HFSequence)
+            else getattr(feature, "feature", feature)
+        )
         to_name = inner.int2str if isinstance(inner, ClassLabel) else (lambda x: x)
         out[split] = {
             "tokens": list(ds[text_col]),
@@ -272,14 +280,19 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None) -> Dataset
         if path:
             splits[split] = read_file(path, data_args)
     out = DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()})
-    for split, share in (("test", data_args.test_split_percentage), ("validation", data_args.validation_split_percentage)):
+    for split, share in (
+        ("test", data_args.test_split_percentage),
+        ("validation", data_args.validation_split_percentage),
+    ):
         if share is None or split in out:
             continue
         if "train" not in out:
             raise DataError(f"cannot carve a {split} split: there is no training data.")
         parts = out["train"].train_test_split(test_size=share, seed=seed, shuffle=True)
         out["train"], out[split] = parts["train"], parts["test"]
-    for split, limit in zip(SPLITS, (data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples)):
+    for split, limit in zip(
+        SPLITS, (data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples)
+    ):
         if limit is not None and split in out:
             out[split] = out[split].select(range(min(limit, len(out[split]))))
     return out
@@ -289,7 +302,9 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None) -> Dataset
 # Labels
 
 
-def prepare_labels(raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None) -> tuple[DatasetDict, list[str], str]:
+def prepare_labels(
+    raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None
+) -> tuple[DatasetDict, list[str], str]:
     """Detect the data's scheme, validate every sentence, convert to the target scheme, fix the label list.
 
     `known_labels` (from a fine-tuned checkpoint) fixes the label list; otherwise it comes from train (all splits
@@ -316,7 +331,9 @@ def prepare_labels(raw: DatasetDict, target_scheme: str, known_labels: list[str]
 
     converted = DatasetDict({name: convert(split) for name, split in raw.items()})
     if known_labels is None:
-        pool = converted["train"]["tags"] if "train" in converted else [t for s in converted.values() for t in s["tags"]]
+        pool = (
+            converted["train"]["tags"] if "train" in converted else [t for s in converted.values() for t in s["tags"]]
+        )
         label_names = schemes.complete_label_list(schemes.label_list([t for seq in pool for t in seq], scheme), scheme)
     else:
         label_names = list(known_labels)
@@ -366,7 +383,9 @@ def load_tokenizer(name_or_path: str, **kwargs):
     return tokenizer
 
 
-def align_labels(word_ids: Sequence[int | None], tags: Sequence[str], label2id: dict, label_all_tokens: bool) -> list[int]:
+def align_labels(
+    word_ids: Sequence[int | None], tags: Sequence[str], label2id: dict, label_all_tokens: bool
+) -> list[int]:
     """Label the first subword of each word; continuation pieces get -100, or the B->I label with label_all_tokens."""
     ids, previous = [], None
     for w in word_ids:
@@ -380,7 +399,9 @@ def align_labels(word_ids: Sequence[int | None], tags: Sequence[str], label2id: 
     return ids
 
 
-def tokenize_split(split: Dataset, tokenizer, label2id: dict, max_length: int, label_all_tokens: bool, num_proc=None, desc=""):
+def tokenize_split(
+    split: Dataset, tokenizer, label2id: dict, max_length: int, label_all_tokens: bool, num_proc=None, desc=""
+):
     """Tokenise pre-split words, align labels, record lengths and how many words fit."""
     unk = tokenizer.unk_token or tokenizer.pad_token
 
@@ -400,10 +421,10 @@ def tokenize_split(split: Dataset, tokenizer, label2id: dict, max_length: int, l
             for j, i in enumerate(redo):
                 for key in enc:
                     enc[key][i] = fixed[key][j]
-        word_ids = [fixed.word_ids(list(redo).index(i)) if i in redo else enc.word_ids(i) for i in range(len(batch["tokens"]))]
-        enc["labels"] = [
-            align_labels(w, tags, label2id, label_all_tokens) for w, tags in zip(word_ids, batch["tags"])
+        word_ids = [
+            fixed.word_ids(list(redo).index(i)) if i in redo else enc.word_ids(i) for i in range(len(batch["tokens"]))
         ]
+        enc["labels"] = [align_labels(w, tags, label2id, label_all_tokens) for w, tags in zip(word_ids, batch["tags"])]
         enc["length"] = [len(x) for x in enc["input_ids"]]
         enc["num_words_kept"] = [len({w for w in ids if w is not None}) for ids in word_ids]
         return dict(enc)

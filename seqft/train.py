@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification, DataCollat
 from . import data as seqdata
 from .configs import validate_args
 from .errors import SeqFTError
-from .metrics import build_compute_metrics, sequence_metrics
+from .metrics import build_compute_metrics
 from .parser import parse_recipe, resolved_recipe
 from .trainer import SeqFTTrainer
 
@@ -43,7 +43,11 @@ def library_versions() -> dict[str, str]:
 def write_resolved_recipe(model_args, data_args, training_args) -> str:
     """output_dir/seqft_recipe.json: every field's value (no secrets), versions, data fingerprints."""
     files = {}
-    for split, spec in (("train", data_args.train_file), ("validation", data_args.validation_file), ("test", data_args.test_file)):
+    for split, spec in (
+        ("train", data_args.train_file),
+        ("validation", data_args.validation_file),
+        ("test", data_args.test_file),
+    ):
         if spec:
             files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}
     record = {
@@ -105,7 +109,9 @@ def word_predictions(predictions: np.ndarray, label_ids: np.ndarray, id2label: d
     """Argmax at each word's first subword (labels != -100), per example."""
     if predictions.ndim == 3:
         predictions = predictions.argmax(-1)
-    return [[id2label[int(p)] for p, lab in zip(row, labs) if lab != -100] for row, labs in zip(predictions, label_ids)]
+    return [
+        [id2label[int(p)] for p, lab in zip(row, labs) if lab != -100] for row, labs in zip(predictions, label_ids)
+    ]
 
 
 def write_predictions(path: str, split, predicted: list[list[str]]) -> int:
@@ -127,7 +133,9 @@ def print_table(title: str, metrics: dict) -> None:
     keys = [k for k in metrics if not any(k.endswith(s) for s in ("_runtime", "_per_second", "_steps_per_second"))]
     width = max(len(k) for k in keys) if keys else 10
     lines = [f"***** {title} *****"] + [
-        f"  {k:<{width}} {v:>10.4f}" if isinstance(v, float) else f"  {k:<{width}} {v!s:>10}" for k, v in metrics.items() if k in keys
+        f"  {k:<{width}} {v:>10.4f}" if isinstance(v, float) else f"  {k:<{width}} {v!s:>10}"
+        for k, v in metrics.items()
+        if k in keys
     ]
     print("\n".join(lines), flush=True)
 
@@ -150,7 +158,9 @@ def run(argv=None) -> dict:
         load_kwargs["trust_remote_code"] = True
     model_path = seqdata.resolve_path(model_args.model_name_or_path)
 
-    raw = seqdata.load_raw_splits(data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token)
+    raw = seqdata.load_raw_splits(
+        data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
+    )
     fixed_labels = None if training_args.do_train else known_labels(model_path, load_kwargs)
     raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
@@ -180,13 +190,17 @@ def run(argv=None) -> dict:
             tokenized[name] = seqdata.sort_by_length(split)
 
     collator = DataCollatorForTokenClassification(
-        tokenizer, padding="max_length" if data_args.pad_to_max_length else True, max_length=max_length
+        tokenizer,
+        padding="max_length" if data_args.pad_to_max_length else True,
+        max_length=max_length if data_args.pad_to_max_length else None,
     )
     trainer = SeqFTTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized.get("train") if training_args.do_train else None,
-        eval_dataset=tokenized.get("validation") if training_args.do_eval or training_args.eval_strategy != "no" else None,
+        eval_dataset=tokenized.get("validation")
+        if training_args.do_eval or training_args.eval_strategy != "no"
+        else None,
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
@@ -219,7 +233,9 @@ def run(argv=None) -> dict:
         predicted = word_predictions(output.predictions, output.label_ids, model.config.id2label)
         metrics = dict(output.metrics, test_samples=len(test))
         if trainer.is_world_process_zero():
-            missing = write_predictions(os.path.join(training_args.output_dir, "test_predictions.txt"), test, predicted)
+            missing = write_predictions(
+                os.path.join(training_args.output_dir, "test_predictions.txt"), test, predicted
+            )
             metrics["test_words_truncated"] = missing
             if missing:
                 logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")

@@ -50,7 +50,9 @@ class SeqFTTrainer(Trainer):
 
     _tag_names = ["seqft"]
 
-    def __init__(self, model=None, args=None, *, peft_config=None, teacher_model=None, compute_loss_func=None, **kwargs):
+    def __init__(
+        self, model=None, args=None, *, peft_config=None, teacher_model=None, compute_loss_func=None, **kwargs
+    ):
         if peft_config is not None:
             from .adapters import wrap_model
 
@@ -96,9 +98,13 @@ class SeqFTTrainer(Trainer):
         Evaluation loss stays the hard loss, so it is comparable across recipes.
         """
         if self.teacher_model is None or not model.training:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         inputs = dict(inputs)  # the stock compute_loss pops `labels`; distillation needs them too
-        hard, outputs = super().compute_loss(model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch)
+        hard, outputs = super().compute_loss(
+            model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
         parts = self.compute_distillation_loss(model, inputs, outputs, num_items_in_batch)
         alpha = self.args.distill_alpha
         loss = (1.0 - alpha) * hard + parts.pop("loss")
