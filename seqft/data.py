@@ -236,7 +236,7 @@ def read_file(path: str, data_args) -> dict[str, list]:
 
 
 def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list]]:
-    from datasets import ClassLabel, Sequence as HFSequence, load_dataset
+    from datasets import ClassLabel, load_dataset
 
     try:
         raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token)
@@ -256,11 +256,7 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
             names, data_args.label_column_name, ("ner_tags", "tags"), 1, data_args.dataset_name, "label"
         )
         feature = ds.features[label_col]
-        inner = (
-            getattr(feature, "feature", None)
-            if isinstance(feature, HFSequence)
-            else getattr(feature, "feature", feature)
-        )
+        inner = getattr(feature, "feature", feature)  # List/Sequence(ClassLabel) -> ClassLabel
         to_name = inner.int2str if isinstance(inner, ClassLabel) else (lambda x: x)
         out[split] = {
             "tokens": list(ds[text_col]),

@@ -8,6 +8,7 @@ main(): parse -> validate -> load data, tokenizer, model -> trainer -> train -> 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,10 +34,8 @@ VERSIONED = ("seqft", "transformers", "torch", "accelerate", "datasets", "peft",
 def library_versions() -> dict[str, str]:
     out = {}
     for name in VERSIONED:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from datasets import Dataset
 from helpers import SENTENCES, tiny_tokenizer, write_conll
 
 from seqft import data as seqdata
@@ -231,3 +232,18 @@ def test_sort_by_length_keeps_original_order():
     out = seqdata.sort_by_length(ds)
     assert out["length"] == [2, 2, 5, 9]
     assert out["example_id"] == [1, 3, 0, 2]
+
+
+def test_hub_style_dataset_with_class_labels(tmp_path):
+    """`dataset_name` goes through datasets.load_dataset; a local parquet folder stands in for the Hub."""
+    from datasets import ClassLabel, Features, List, Value
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))})
+    rows = {"tokens": [w for w, _ in SENTENCES], "ner_tags": [[names.index(t) for t in tags] for _, tags in SENTENCES]}
+    (tmp_path / "data").mkdir()
+    Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
+    raw = seqdata.load_raw_splits(data_args(dataset_name=str(tmp_path)), seed=0)
+    assert raw["train"]["tags"] == [t for _, t in SENTENCES]
+    with pytest.raises(DataError, match="could not load dataset 'no/such-dataset'"):
+        seqdata.load_raw_splits(data_args(dataset_name="no/such-dataset"), seed=0)
