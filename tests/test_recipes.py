@@ -1,0 +1,76 @@
+"""Every shipped recipe parses strictly and dry-runs: its own settings, with a tiny encoder and fixture data."""
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import SENTENCES, save_tiny_bert, write_conll
+
+from seqft.parser import check_recipe, parse_recipe
+from seqft.train import main
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.json"))
+DATA_KEYS = ("dataset_name", "dataset_config_name", "train_file", "validation_file", "test_file")
+
+
+def test_there_are_recipes():
+    assert {p.name for p in RECIPES} >= {"quickstart.json", "conll.json"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses_strictly(path):
+    recipe = json.loads(path.read_text())
+    check_recipe(recipe, source=path.name)
+    parse_recipe([str(path)])
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    save_tiny_bert(root / "encoder")
+    write_conll(root / "train.txt", SENTENCES * 2)
+    write_conll(root / "test.txt", SENTENCES[:2])
+    teacher = root / "teacher"
+    args = {
+        "model_name_or_path": str(root / "encoder"),
+        "train_file": str(root / "train.txt"),
+        "output_dir": str(teacher),
+        "do_train": True,
+        "max_steps": 2,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    (root / "teacher.json").write_text(json.dumps(args))
+    assert main([str(root / "teacher.json")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_dry_runs(path, fixtures, tmp_path):
+    recipe = {k: v for k, v in json.loads(path.read_text()).items() if k not in DATA_KEYS}
+    recipe.update(
+        model_name_or_path=str(fixtures / "encoder"),
+        train_file=str(fixtures / "train.txt"),
+        validation_file=str(fixtures / "test.txt"),
+        test_file=str(fixtures / "test.txt"),
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        disable_tqdm=True,
+        use_cpu=True,
+        push_to_hub=False,
+    )
+    recipe.pop("validation_split_percentage", None)
+    recipe.pop("test_split_percentage", None)
+    if "teacher_model_name_or_path" in recipe:
+        recipe["teacher_model_name_or_path"] = str(fixtures / "teacher")
+    if recipe.get("student_layers"):
+        recipe["student_layers"] = [0]
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 0
+    assert (tmp_path / "out" / "seqft_recipe.json").is_file()
