@@ -82,7 +82,8 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
             path,
             id2label=id2label,
             label_scheme=scheme,
-            special_token_ids=sorted(set(tokenizer.all_special_ids)),
+            # [UNK] is a word, not a special position: the CRF must label it
+            special_token_ids=sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}),
             classifier_dropout=model_args.classifier_dropout,
             crf_constraints=model_args.crf_constraints,
             **load_kwargs,
