@@ -66,5 +66,14 @@ class SeqFTCRFConfig(PreTrainedConfig):
     def hidden_size(self) -> int:
         return self.encoder_config.hidden_size
 
+    @property
+    def vocab_size(self) -> int:
+        """The encoder's vocabulary size (peft's prompt methods look for the word embeddings by it)."""
+        return self.encoder_config.vocab_size
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        return getattr(self.encoder_config, "max_position_embeddings", None)
+
 
 __all__ = ["SeqFTCRFConfig"]

@@ -1,0 +1,609 @@
+"""Parameter-efficient fine-tuning with peft: adapter configs from recipe dicts, the task head and CRF trained and saved
+with the adapter, adapter-only checkpoints that load offline, and merging into a plain model.
+
+One hook: `SeqFTTrainer(..., peft_config=...)` calls `wrap_model` at construction; `seqft.train` also calls
+`check_peft_spec` before loading anything and `merge_and_save` after `save_model` when `merge_adapter` is set.
+
+* `check_peft_spec(spec, merge=...)` — validation without a model (run before any data or weights are loaded):
+  the method exists and applies to encoders, every option is a field of its peft config class, and
+  `merge_adapter` is not asked of a method that cannot be merged.
+* `build_peft_config(spec, model)` — the peft config, with what the method needs filled in from the model: the task
+  type (TOKEN_CLS, or SEQ_CLS for a sequence classifier), default `target_modules` for the encoder family (also under
+  seqft's CRF model, whose own `model_type` peft does not know), the encoder's layer/head/hidden sizes for prompt
+  learning, and every module outside the encoder (`classifier`, `pre_classifier`, `pooler`, `crf`, ...) in
+  `modules_to_save`. The caller's dict or config object is never modified.
+* `wrap_model(model, spec)` — the `PeftModel`; logs `trainable_parameters`.
+* `load_adapter_model(path)` — rebuilds the base model (the pretrained encoder named in `adapter_config.json`, plus
+  the task model's own config saved in `path/base_config/`) and loads the adapter, head and CRF into it.
+* `merge_and_save(peft_model, output_dir)` — a plain transformers model with the adapter merged in.
+
+Prompt learning on token classification. peft's `PeftModelForTokenClassification` runs P-tuning and prompt tuning by
+prepending virtual tokens to the *sequence*, so its logits have `num_virtual_tokens` extra positions and no longer
+line up with the labels; its prefix-tuning path calls the encoder and `classifier` itself, skipping anything else
+the model does (a CRF). seqft applies every prompt at the encoder instead: a forward pre-hook on the encoder adds the
+prefix (`past_key_values` and a longer attention mask) or the virtual-token embeddings, a forward hook removes the
+virtual positions from the encoder's output, and the task model's own `forward` (its head, CRF, loss) runs unchanged
+on the real tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import difflib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from peft import (
+    PeftConfig,
+    PeftModel,
+    PeftModelForSequenceClassification,
+    PeftModelForTokenClassification,
+    PeftType,
+    PromptLearningConfig,
+    TaskType,
+)
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+)
+from torch import nn
+
+from .data import PKG_PREFIX, resolve_path
+from .errors import RecipeError, SeqFTError
+
+__all__ = [
+    "BASE_CONFIG_DIR",
+    "build_peft_config",
+    "check_peft_spec",
+    "head_modules",
+    "load_adapter_model",
+    "merge_and_save",
+    "trainable_parameters",
+    "wrap_model",
+]
+
+logger = logging.getLogger("seqft")
+
+BASE_CONFIG_DIR = "base_config"
+"""Subfolder of an adapter checkpoint holding the task model's `config.json` (labels, head, CRF settings)."""
+
+DEFAULT_NUM_VIRTUAL_TOKENS = 20
+
+# Prompt-learning methods seqft can run on an encoder (see the module docstring). The other prompt-learning types
+# (ADAPTION_PROMPT, MULTITASK_PROMPT_TUNING, CPT, CARTRIDGE) are decoder- or task-id-specific.
+_PROMPT_TYPES = (PeftType.PREFIX_TUNING, PeftType.P_TUNING, PeftType.PROMPT_TUNING)
+# Adapter methods built for causal LMs: ADAPTION_PROMPT (LLaMA-style attention), XLORA (mixes trained LoRA adapters).
+_DECODER_ONLY = (PeftType.ADAPTION_PROMPT, PeftType.XLORA)
+_TASK_TYPES = (TaskType.TOKEN_CLS, TaskType.SEQ_CLS)
+# Options seqft sets itself; a recipe that sets them would be overwritten or break loading.
+_MANAGED_OPTIONS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
+
+# Encoder families peft 0.21 has no default target modules for, in the same spirit as peft's tables (attention
+# query/value for LoRA-like methods; key, value and the feed-forward output for IA3). Looked up after peft's own table.
+_LORA_TARGETS = {
+    "distilbert": ["q_lin", "v_lin"],
+    "albert": ["query", "value"],
+    "modernbert": ["Wqkv"],
+}
+_IA3_TARGETS = {  # family: (target_modules, feedforward_modules)
+    "distilbert": (["k_lin", "v_lin", "lin2"], ["lin2"]),
+    "xlm-roberta": (["key", "value", "output.dense"], ["output.dense"]),
+    "electra": (["key", "value", "output.dense"], ["output.dense"]),
+    "albert": (["key", "value", "ffn_output"], ["ffn_output"]),
+    "modernbert": (["Wqkv", "mlp.Wo"], ["mlp.Wo"]),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def _peft_type(value) -> PeftType:
+    name = str(value.value if isinstance(value, PeftType) else value).strip().upper().replace("-", "_")
+    try:
+        peft_type = PeftType(name)
+    except ValueError:
+        known = sorted(t.value for t in PEFT_TYPE_TO_CONFIG_MAPPING)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise RecipeError(
+            f"peft_config: unknown peft_type {value!r}.{hint} peft {_peft_version()} knows: {', '.join(known)}."
+        ) from None
+    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type)
+    prompt_learning = config_cls is not None and issubclass(config_cls, PromptLearningConfig)
+    if config_cls is None or peft_type in _DECODER_ONLY or (prompt_learning and peft_type not in _PROMPT_TYPES):
+        supported = ", ".join(t.value for t in _PROMPT_TYPES)
+        raise RecipeError(
+            f"peft_config: peft_type '{peft_type.value}' does not apply to encoders in seqft (it is specific to "
+            f"decoders or task ids). Use an adapter method (LORA, IA3, LOHA, ...) or one of {supported}."
+        )
+    return peft_type
+
+
+def _peft_version() -> str:
+    import peft
+
+    return peft.__version__
+
+
+def _options_of(config_cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(config_cls) if f.init and f.name not in ("peft_type",)]
+
+
+def check_peft_spec(spec: dict | PeftConfig, *, merge: bool = False) -> type[PeftConfig]:
+    """Validate a recipe's `peft_config` without a model; returns the peft config class.
+
+    Raises `RecipeError` for an unknown or encoder-incompatible `peft_type`, an option the method's config class does
+    not have (naming the closest option and listing all of them), and for `merge=True` with a prompt-learning method,
+    whose virtual tokens or prefix have no weights to merge into.
+    """
+    if isinstance(spec, PeftConfig):
+        peft_type, config_cls = _peft_type(spec.peft_type), type(spec)
+    else:
+        if not isinstance(spec, dict):
+            raise RecipeError(f"peft_config must be a JSON object with 'peft_type', got {type(spec).__name__}.")
+        if "peft_type" not in spec:
+            raise RecipeError('peft_config needs a "peft_type", e.g. {"peft_type": "LORA", "r": 16}.')
+        peft_type = _peft_type(spec["peft_type"])
+        config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+        valid = _options_of(config_cls)
+        for key in spec:
+            if key == "peft_type":
+                continue
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise RecipeError(
+                    f"peft_config: unknown option '{key}' for peft_type '{peft_type.value}' "
+                    f"({config_cls.__name__}).{hint} Valid options: {', '.join(sorted(valid))}."
+                )
+            if key in _MANAGED_OPTIONS:
+                raise RecipeError(f"peft_config: '{key}' is set by seqft from the model; remove it from the recipe.")
+        task_type = spec.get("task_type")
+        if task_type is not None and str(task_type).upper() not in {t.value for t in _TASK_TYPES}:
+            raise RecipeError(
+                f"peft_config: task_type {task_type!r} is not a sequence-labelling task: use TOKEN_CLS or SEQ_CLS "
+                "(or leave it out: seqft infers it from the model)."
+            )
+    if merge and peft_type in _PROMPT_TYPES:
+        raise RecipeError(
+            f"merge_adapter: peft_type '{peft_type.value}' cannot be merged into the base weights (its virtual tokens "
+            "are extra inputs, not a weight update). Set merge_adapter to false, or use LORA or IA3."
+        )
+    return config_cls
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
+def _encoder_of(model: nn.Module) -> nn.Module | None:
+    """The pretrained encoder inside a task model: its `base_model_prefix` submodule (`bert`, `encoder`, ...)."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    encoder = getattr(model, prefix, None) if prefix else None
+    return encoder if isinstance(encoder, nn.Module) and encoder is not model else None
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """Names of the task model's children outside the encoder that hold parameters, in model order.
+
+    `classifier` for BERT-style token classifiers, `classifier` and `crf` for seqft's CRF model, `pre_classifier` and
+    `classifier` for DistilBERT sequence classifiers, `pooler` and `classifier` for DeBERTa's. These are trained from
+    scratch (or for the task) and must be trained and saved with any adapter.
+    """
+    model = _unwrap(model)
+    encoder = _encoder_of(model)
+    if encoder is None:
+        raise RecipeError(
+            f"{type(model).__name__} has no encoder submodule named by `base_model_prefix`, so seqft cannot tell its "
+            "task head from its encoder. Set `modules_to_save` in peft_config to the head's module names."
+        )
+    loose = [name for name, _ in model.named_parameters(recurse=False)]
+    if loose:
+        raise RecipeError(
+            f"{type(model).__name__} holds parameters outside any submodule ({', '.join(loose)}); peft can only train "
+            "and save whole modules with an adapter. Move them into a submodule."
+        )
+    return [
+        name
+        for name, child in model.named_children()
+        if child is not encoder and next(child.parameters(), None) is not None
+    ]
+
+
+def _encoder_config(model: nn.Module):
+    encoder = _encoder_of(_unwrap(model))
+    return getattr(encoder, "config", None) or getattr(_unwrap(model), "config", None)
+
+
+def _infer_task_type(model: nn.Module) -> TaskType:
+    model = _unwrap(model)
+    names = [type(model).__name__, *(getattr(getattr(model, "config", None), "architectures", None) or [])]
+    if any(name.endswith("ForSequenceClassification") for name in names):
+        return TaskType.SEQ_CLS
+    return TaskType.TOKEN_CLS
+
+
+def _default_targets(peft_type: PeftType, family: str | None) -> tuple[list[str] | str | None, list[str] | None]:
+    """(target_modules, feedforward_modules) for an encoder family: peft's table for the method, then seqft's."""
+    if peft_type == PeftType.IA3:
+        if family in TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING:
+            return (
+                list(TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[family]),
+                list(TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[family]),
+            )
+        return _IA3_TARGETS.get(family, (None, None))
+    table = getattr(PEFT_TYPE_TO_TUNER_MAPPING.get(peft_type), "target_module_mapping", None) or {}
+    targets = table.get(family)
+    if targets is None:
+        targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(family) or _LORA_TARGETS.get(family)
+    return (targets if isinstance(targets, str) or targets is None else list(targets)), None
+
+
+def build_peft_config(spec: dict | PeftConfig, model: nn.Module) -> PeftConfig:
+    """A peft config for `model` from a recipe dict (`{"peft_type": "LORA", "r": 16, ...}`, type case-insensitive)
+    or a `PeftConfig`. Returns a new object; `spec` is not modified.
+
+    Filled in when not given: `task_type` (SEQ_CLS for a `*ForSequenceClassification` model, else TOKEN_CLS),
+    `target_modules` and IA3's `feedforward_modules` for the encoder family, prompt learning's `num_virtual_tokens`
+    (20), `num_layers`, `token_dim` and `num_attention_heads` (from the encoder's config, which for seqft's CRF model
+    is nested in the model's) and P-tuning's `encoder_hidden_size`. `modules_to_save` always gets every head module
+    (`head_modules`), after any the spec names.
+    """
+    config_cls = check_peft_spec(spec)
+    if isinstance(spec, PeftConfig):
+        config = spec
+    else:
+        options = {key: value for key, value in spec.items() if key != "peft_type"}
+        if isinstance(options.get("task_type"), str):
+            options["task_type"] = options["task_type"].upper()
+        config = _construct(config_cls, **copy.deepcopy(options))
+
+    changes = {"task_type": TaskType(config.task_type) if config.task_type else _infer_task_type(model)}
+    if changes["task_type"] not in _TASK_TYPES:
+        raise RecipeError(f"peft_config: task_type '{config.task_type}' is not TOKEN_CLS or SEQ_CLS.")
+    encoder_config = _encoder_config(model)
+    if config.is_prompt_learning:
+        changes.update(_prompt_sizes(config, encoder_config))
+    else:
+        family = getattr(encoder_config, "model_type", None)
+        targets, feedforward = _default_targets(PeftType(config.peft_type), family)
+        if getattr(config, "target_modules", False) is None and not getattr(config, "target_parameters", None):
+            if targets is None:
+                raise RecipeError(
+                    f"peft_config: no default target_modules for encoder type '{family}' and peft_type "
+                    f"'{config.peft_type.value}'. Name the encoder's linear layers to adapt, e.g. "
+                    '"target_modules": ["query", "value"].'
+                )
+            changes["target_modules"] = targets
+        if getattr(config, "feedforward_modules", False) is None:  # IA3: must be a subset of target_modules
+            chosen = changes.get("target_modules", config.target_modules)
+            changes["feedforward_modules"] = [
+                m for m in feedforward or [] if not isinstance(chosen, str) and m in chosen
+            ]
+    if hasattr(config, "modules_to_save"):
+        try:
+            heads = head_modules(model)
+        except RecipeError:
+            if not config.modules_to_save:
+                raise
+            heads = []
+        changes["modules_to_save"] = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
+    # a new object (the spec's own config is never touched), checked again by peft's __post_init__
+    return _construct(dataclasses.replace, copy.deepcopy(config), **changes)
+
+
+def _construct(factory, *args, **kwargs) -> PeftConfig:
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"peft_config: {err}") from None
+
+
+def _prompt_sizes(config: PeftConfig, encoder_config) -> dict:
+    sizes = {"num_virtual_tokens": config.num_virtual_tokens or DEFAULT_NUM_VIRTUAL_TOKENS}
+    for option, attribute in (
+        ("num_layers", "num_hidden_layers"),
+        ("token_dim", "hidden_size"),
+        ("num_attention_heads", "num_attention_heads"),
+    ):
+        value = getattr(config, option)
+        if value is None:
+            value = getattr(encoder_config, attribute, None)  # DistilBERT's attribute_map covers n_layers, dim, ...
+            if not isinstance(value, int):
+                raise RecipeError(
+                    f"peft_config: cannot read '{attribute}' from the encoder's config "
+                    f"({type(encoder_config).__name__}); set '{option}' in peft_config."
+                )
+        sizes[option] = value
+    if getattr(config, "encoder_hidden_size", False) is None:  # P-tuning's prompt encoder
+        sizes["encoder_hidden_size"] = sizes["token_dim"]
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The wrapped model
+
+
+class _SavesBaseConfig:
+    """Saves the task model's config beside the adapter, so `load_adapter_model` can rebuild the base model."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # peft's "auto" re-reads the base config (from the Hub, or a local path) to see whether the vocabulary was
+        # resized; seqft never resizes it, and offline or with a pkg:// path the check can only warn.
+        kwargs.setdefault("save_embedding_layers", False)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.get_base_model().config.save_pretrained(os.path.join(save_directory, BASE_CONFIG_DIR))
+
+
+class SeqFTPeftModelForSequenceClassification(_SavesBaseConfig, PeftModelForSequenceClassification):
+    """peft's sequence-classification model, saving the base model's config with the adapter."""
+
+
+class SeqFTPeftModelForTokenClassification(_SavesBaseConfig, PeftModelForTokenClassification):
+    """peft's token-classification model, saving the base model's config with the adapter, with prompt learning
+    applied at the encoder so the task model's forward (head, CRF, loss) sees only the real tokens."""
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        task_ids=None,
+        **kwargs,
+    ):
+        if not self.active_peft_config.is_prompt_learning:
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                labels=labels,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=return_dict,
+                task_ids=task_ids,
+                **kwargs,
+            )
+        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        optional = {
+            "labels": labels,
+            "output_attentions": output_attentions,
+            "output_hidden_states": output_hidden_states,
+            "return_dict": return_dict,
+        }
+        kwargs.update({key: value for key, value in optional.items() if value is not None})
+        with self._prompt_in_encoder(batch_size):
+            return self.base_model(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
+
+    @contextlib.contextmanager
+    def _prompt_in_encoder(self, batch_size: int):
+        config = self.active_peft_config
+        encoder = _encoder_of(self.base_model)
+        num_virtual = config.num_virtual_tokens
+        is_prefix = config.peft_type == PeftType.PREFIX_TUNING
+        positional = list(inspect.signature(encoder.forward).parameters)
+
+        def add_prompt(module, args, kwargs):
+            kwargs = {**dict(zip(positional, args)), **kwargs}
+            tokens = kwargs.get("input_ids")
+            reference = tokens if tokens is not None else kwargs["inputs_embeds"]
+            mask = kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+            # shape: (batch, num_virtual + seq_len)
+            kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], num_virtual), mask], dim=1)
+            if is_prefix:
+                kwargs["past_key_values"] = self.get_prompt(batch_size)
+                return (), kwargs
+            if kwargs.get("position_ids") is not None:
+                raise SeqFTError(
+                    f"{config.peft_type.value} prepends virtual tokens; explicit position_ids are not supported."
+                )
+            embeds = kwargs.pop("inputs_embeds", None)
+            if embeds is None:
+                embeds = self.word_embeddings(kwargs.pop("input_ids"))
+            kwargs["input_ids"] = None
+            prompts = self.get_prompt(batch_size).to(embeds.dtype)  # shape: (batch, num_virtual, hidden)
+            kwargs["inputs_embeds"] = torch.cat([prompts, embeds], dim=1)
+            if kwargs.get("token_type_ids") is not None:
+                token_types = kwargs["token_type_ids"]
+                kwargs["token_type_ids"] = torch.cat([token_types.new_zeros(batch_size, num_virtual), token_types], 1)
+            return (), kwargs
+
+        def drop_virtual_positions(module, args, output):  # (attention maps, if requested, keep them)
+            if isinstance(output, tuple):
+                return (output[0][:, num_virtual:], *output[1:])
+            output["last_hidden_state"] = output["last_hidden_state"][:, num_virtual:]
+            if output.get("hidden_states") is not None:
+                output["hidden_states"] = tuple(h[:, num_virtual:] for h in output["hidden_states"])
+            return output
+
+        handles = [encoder.register_forward_pre_hook(add_prompt, with_kwargs=True)]
+        if not is_prefix:
+            handles.append(encoder.register_forward_hook(drop_virtual_positions))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+_PEFT_MODEL_CLASSES = {
+    TaskType.TOKEN_CLS: SeqFTPeftModelForTokenClassification,
+    TaskType.SEQ_CLS: SeqFTPeftModelForSequenceClassification,
+}
+
+
+def _check_prompt_support(model: nn.Module, config: PeftConfig) -> None:
+    """Fail with a clear message where peft's prompt learning would fail obscurely (or, for a CRF, silently)."""
+    if not config.is_prompt_learning:
+        return
+    if getattr(model.config.get_text_config(), "vocab_size", None) is None:
+        raise RecipeError(
+            f"{config.peft_type.value}: peft finds the word embeddings by the model config's `vocab_size`, and "
+            f"{type(model.config).__name__} has none. Use LORA or IA3 with this model."
+        )
+    if config.task_type != TaskType.TOKEN_CLS:
+        return
+    encoder = _encoder_of(model)
+    if encoder is None:
+        raise RecipeError(f"{config.peft_type.value} needs the model's encoder (`base_model_prefix`); none found.")
+    if (
+        config.peft_type == PeftType.PREFIX_TUNING
+        and "past_key_values" not in inspect.signature(encoder.forward).parameters
+    ):
+        raise RecipeError(
+            f"PREFIX_TUNING feeds the prefix to the encoder as `past_key_values`, which {type(encoder).__name__} "
+            "does not accept. Use LORA, IA3 or P_TUNING with this encoder."
+        )
+
+
+def _portable_path(path: str | None) -> str | None:
+    """`pkg://package/sub/path` for a directory inside an installed (regular) package, the form recipes use for
+    models shipped on PyPI, so an adapter's `base_model_name_or_path` does not depend on this machine's
+    site-packages. Other paths, and packages importable only from the working directory, are returned unchanged."""
+    if not path or path.startswith(PKG_PREFIX) or not os.path.isabs(path):
+        return path
+    target = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    for entry in {Path(e).resolve() for e in sys.path if e and os.path.isdir(e)} - {cwd}:
+        if not target.is_relative_to(entry) or len(target.relative_to(entry).parts) < 2:
+            continue
+        relative = target.relative_to(entry)
+        package = relative.parts[0]
+        spec = importlib.util.find_spec(package) if package.isidentifier() else None
+        # a regular package (namespace packages have no origin) found at this very sys.path entry
+        if spec is not None and spec.origin is not None and Path(spec.origin).resolve().parent == entry / package:
+            return PKG_PREFIX + relative.as_posix()
+    return path
+
+
+def _base_model_path(model: nn.Module) -> str | None:
+    """Where the pretrained weights came from: the model's own name_or_path, else its encoder's (seqft's CRF model
+    is assembled around an encoder loaded with `from_pretrained`)."""
+    encoder = _encoder_of(model)
+    path = getattr(model, "name_or_path", None) or getattr(encoder, "name_or_path", None) or None
+    return _portable_path(path)
+
+
+def trainable_parameters(model: nn.Module) -> dict:
+    """{"trainable": n, "total": n, "share": trainable / total} over the model's parameters (each counted once;
+    DeepSpeed ZeRO-3 partitions by their full size). With peft, `total` includes the frozen originals of the
+    `modules_to_save` copies, as peft's own `print_trainable_parameters` does."""
+    trainable = total = 0
+    for param in model.parameters():
+        count = getattr(param, "ds_numel", None) or param.numel()
+        total += count
+        if param.requires_grad:
+            trainable += count
+    return {"trainable": trainable, "total": total, "share": trainable / total if total else 0.0}
+
+
+def wrap_model(model: nn.Module, spec: dict | PeftConfig) -> PeftModel:
+    """Wrap `model` with the adapter `spec` describes (see `build_peft_config`); the head and CRF are trainable.
+
+    Logs the trainable-parameter count (also available as `trainable_parameters(peft_model)`).
+    """
+    if hasattr(model, "peft_config"):
+        raise RecipeError("The model already carries a peft adapter; pass the unwrapped model with peft_config.")
+    config = build_peft_config(spec, model)
+    _check_prompt_support(model, config)
+    config.base_model_name_or_path = _base_model_path(model)
+    peft_model = _PEFT_MODEL_CLASSES[config.task_type](model, config)
+    # peft appends its own ["classifier", "score"] to modules_to_save; keep the saved list readable.
+    stored = peft_model.peft_config["default"]
+    if getattr(stored, "modules_to_save", None):
+        stored.modules_to_save = list(dict.fromkeys(stored.modules_to_save))
+    counts = trainable_parameters(peft_model)
+    logger.info(
+        f"peft {config.peft_type.value}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
+        f"({100 * counts['share']:.3f}%); trained and saved with the adapter: {', '.join(stored.modules_to_save or [])}"
+    )
+    return peft_model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and merging
+
+
+def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, **from_pretrained_kwargs):
+    """Rebuild the base model and load a seqft adapter checkpoint (`output_dir` or a `checkpoint-N` folder).
+
+    The encoder weights come from `adapter_config.json`'s `base_model_name_or_path` (a Hub id, a local path or a
+    `pkg://` path), the task model's structure from `path/base_config/config.json`, and the adapter, head and CRF
+    weights from `path/adapter_model.safetensors`. Returns the peft model, in eval mode unless `is_trainable`.
+    Extra keyword arguments (`cache_dir`, `token`, `revision`, ...) go to the base model's `from_pretrained`.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    path = os.fspath(path)
+    adapter_file = os.path.join(path, "adapter_config.json")
+    config_file = os.path.join(path, BASE_CONFIG_DIR, "config.json")
+    for required in (adapter_file, config_file):
+        if not os.path.isfile(required):
+            raise SeqFTError(
+                f"{path}: no {os.path.relpath(required, path)}; is this an adapter checkpoint saved by seqft?"
+            )
+    with open(adapter_file, encoding="utf-8") as fh:
+        peft_type = _peft_type(json.load(fh)["peft_type"])
+    peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type].from_pretrained(path)
+    peft_config.inference_mode = not is_trainable
+    base_path = resolve_path(peft_config.base_model_name_or_path)
+    if not base_path:
+        raise SeqFTError(f"{adapter_file} names no base_model_name_or_path; cannot tell which encoder it adapts.")
+    if peft_config.revision is not None:
+        from_pretrained_kwargs.setdefault("revision", peft_config.revision)
+
+    config = AutoConfig.from_pretrained(os.path.dirname(config_file))  # seqft_crf is registered by `import seqft`
+    if config.model_type == "seqft_crf":
+        from .modeling import SeqFTCRFForTokenClassification
+
+        # the CRF model wraps a pretrained encoder: load that, then build the head and CRF (restored below) around it
+        encoder = AutoModel.from_pretrained(base_path, config=config.encoder_config, **from_pretrained_kwargs)
+        base = SeqFTCRFForTokenClassification(config, encoder=encoder)
+    else:
+        auto_cls = (
+            AutoModelForSequenceClassification
+            if peft_config.task_type == TaskType.SEQ_CLS
+            else AutoModelForTokenClassification
+        )
+        base = auto_cls.from_pretrained(base_path, config=config, **from_pretrained_kwargs)
+
+    peft_model = _PEFT_MODEL_CLASSES[peft_config.task_type](base, peft_config)
+    peft_model.load_adapter(path, "default", is_trainable=is_trainable)
+    return peft_model if is_trainable else peft_model.eval()
+
+
+def merge_and_save(peft_model, output_dir: str | os.PathLike, tokenizer=None):
+    """Merge the adapter into a copy of the base weights and save a plain transformers model to `output_dir`.
+
+    The result loads with `AutoModelForTokenClassification.from_pretrained(output_dir)` and
+    `pipeline("token-classification", model=output_dir)` without peft; its head and CRF are the trained ones.
+    `peft_model` itself is left as it was (the merge works on a copy). Returns the merged model.
+    """
+    config = peft_model.active_peft_config
+    check_peft_spec(config, merge=True)
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    merged.save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    logger.info(f"Merged the {config.peft_type.value} adapter into {type(merged).__name__}; saved to {output_dir}")
+    return merged
