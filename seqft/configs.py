@@ -182,6 +182,29 @@ class DataArguments:
     return_entity_level_metrics: bool = field(
         default=False, metadata={"help": "Report precision/recall/F1 per entity type in the metrics."}
     )
+    stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sentences longer than max_seq_length are cut, at word boundaries, into windows that overlap by "
+            "about this many subword tokens; every window is a training example, and each word is predicted once, "
+            "from the window where it has the most context. null = a quarter of the window. At most half a window."
+        },
+    )
+    truncate_long_sentences: bool = field(
+        default=False,
+        metadata={
+            "help": "Cut sentences at max_seq_length instead of windowing them: the words beyond get no label, are "
+            "predicted O, and are counted in the logs (the behaviour of run_ner.py)."
+        },
+    )
+    doc_context: int = field(
+        default=0,
+        metadata={
+            "help": "Feed each sentence with up to this many neighbouring sentences of its document on each side "
+            "(documents: CoNLL -DOCSTART- lines, or a doc_id column) as unlabelled context, as far as they fit in "
+            "max_seq_length. Only the sentence itself is labelled, trained on and predicted. 0 = off."
+        },
+    )
 
     def __post_init__(self):
         if self.label_scheme not in LABEL_SCHEMES:
@@ -192,6 +215,18 @@ class DataArguments:
                 _check(0.0 < value < 1.0, key, value, "a share strictly between 0 and 1")
         if self.max_seq_length is not None:
             _check(self.max_seq_length >= 8, "max_seq_length", self.max_seq_length, "an integer >= 8")
+        if self.stride is not None:
+            _check(self.stride >= 0, "stride", self.stride, "an integer >= 0 (or null for a quarter of the window)")
+            if self.truncate_long_sentences:
+                raise RecipeError(
+                    "'stride' sets the overlap of windows, but 'truncate_long_sentences' turns them off: set one."
+                )
+        _check(self.doc_context >= 0, "doc_context", self.doc_context, "an integer >= 0 (0 = off)")
+        if self.doc_context and (self.validation_split_percentage or self.test_split_percentage):
+            raise RecipeError(
+                "'doc_context' needs the sentences in document order, but validation_split_percentage/"
+                "test_split_percentage shuffle them: give validation_file/test_file instead, or set doc_context to 0."
+            )
         for key in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
             value = getattr(self, key)
             if value is not None:
@@ -240,6 +275,14 @@ class SeqFTConfig(TrainingArguments):
     precompute_teacher: bool = field(
         default=False,
         metadata={"help": "Run the teacher once over the training set and reuse its outputs every epoch."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Resume training from a checkpoint: a checkpoint-N directory (it must be complete: weights, "
+            "optimizer, scheduler, RNG and trainer state), or 'last' for the last complete checkpoint in output_dir "
+            "(incomplete ones are skipped; none found = start from scratch, so one command starts and restarts a job)."
+        },
     )
 
     def __post_init__(self):

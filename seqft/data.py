@@ -396,47 +396,86 @@ def align_labels(
 
 
 def tokenize_split(
-    split: Dataset, tokenizer, label2id: dict, max_length: int, label_all_tokens: bool, num_proc=None, desc=""
+    split: Dataset,
+    tokenizer,
+    label2id: dict,
+    max_length: int,
+    label_all_tokens: bool,
+    num_proc=None,
+    desc="",
+    *,
+    stride: int | None = None,
+    doc_context: int = 0,
 ):
-    """Tokenise pre-split words, align labels, record lengths and how many words fit."""
-    unk = tokenizer.unk_token or tokenizer.pad_token
+    """Tokenise pre-split words into windows of at most `max_length` tokens and align labels (seqft.windows).
 
-    def encode(batch):
-        enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
-        # A word the tokenizer maps to no piece at all (e.g. a lone zero-width space) would get no label and no
-        # prediction: re-encode those sentences with the word replaced by the unknown token.
-        redo = {}
-        for i, words in enumerate(batch["tokens"]):
-            seen = {w for w in enc.word_ids(i) if w is not None}
-            last = max(seen, default=-1)
-            missing = [w for w in range(min(last + 1, len(words))) if w not in seen]
-            if missing:
-                redo[i] = [unk if w in missing else word for w, word in enumerate(words)]
-        if redo:
-            fixed = tokenizer(list(redo.values()), is_split_into_words=True, truncation=True, max_length=max_length)
-            for j, i in enumerate(redo):
-                for key in enc:
-                    enc[key][i] = fixed[key][j]
-        word_ids = [
-            fixed.word_ids(list(redo).index(i)) if i in redo else enc.word_ids(i) for i in range(len(batch["tokens"]))
-        ]
-        enc["labels"] = [align_labels(w, tags, label2id, label_all_tokens) for w, tags in zip(word_ids, batch["tags"])]
-        enc["length"] = [len(x) for x in enc["input_ids"]]
-        enc["num_words_kept"] = [len({w for w in ids if w is not None}) for ids in word_ids]
-        return dict(enc)
+    `stride=None` truncates each sentence to one window (the words beyond are counted by `truncation_report`);
+    an integer cuts longer sentences into windows overlapping by about that many subword tokens, at word
+    boundaries. `doc_context=k` fills each window of a sentence that fits with up to k neighbouring sentences of
+    its document (`doc_id`) as unlabelled context. One row per window: `tokens`/`tags` are the words it labels,
+    other input columns are copied; `windows.encode` documents the added columns (`labels`, `word_index`,
+    `word_context`, `word_ids`, `example_id`, `num_words`, `num_words_kept`, `length`, ...).
+    """
+    from . import windows
 
-    return split.map(encode, batched=True, num_proc=num_proc, desc=desc or "Tokenising")
+    columns = split.column_names
+    # With document context a window needs its neighbours, which may sit in another batch: read them up front.
+    everything = split["tokens"] if doc_context else None
+    doc_ids = split["doc_id"] if doc_context and "doc_id" in columns else None
+    if doc_context and doc_ids is None:
+        doc_ids = [0] * len(split)
+
+    def encode(batch, indices):
+        sentences = everything if everything is not None else dict(zip(indices, batch["tokens"]))
+        tags = dict(zip(indices, batch["tags"]))
+        out = windows.encode(
+            tokenizer,
+            sentences,
+            indices,
+            max_length=max_length,
+            stride=stride,
+            doc_context=doc_context,
+            doc_ids=doc_ids,
+            tags=tags,
+            label2id=label2id,
+            label_all_tokens=label_all_tokens,
+        )
+        row = {i: k for k, i in enumerate(indices)}
+        spans = list(zip(out["example_id"], out["window_start"], out["window_end"]))
+        out["tokens"] = [batch["tokens"][row[i]][start:end] for i, start, end in spans]
+        out["tags"] = [batch["tags"][row[i]][start:end] for i, start, end in spans]
+        for column in columns:
+            if column not in out:
+                out[column] = [batch[column][row[i]] for i in out["example_id"]]
+        return out
+
+    return split.map(
+        encode, batched=True, with_indices=True, remove_columns=columns, num_proc=num_proc, desc=desc or "Tokenising"
+    )
 
 
 def truncation_report(split: Dataset, name: str) -> int:
-    """Log (loudly) how many words did not fit max_seq_length; returns that count."""
-    lost = sum(len(t) - k for t, k in zip(split["tokens"], split["num_words_kept"]))
+    """Log (loudly) how many words did not fit max_seq_length (only with truncation); returns that count.
+
+    Also logs how many sentences were cut into overlapping windows.
+    """
+    from . import windows
+
+    examples = split.select_columns(["example_id", "num_words", "num_words_kept"])
+    words, kept = {}, {}
+    for example, n, k in zip(examples["example_id"], examples["num_words"], examples["num_words_kept"]):
+        words[example] = n
+        kept[example] = kept.get(example, 0) + k
+    lost = sum(words[e] - kept[e] for e in words)
     if lost:
-        sentences = sum(len(t) > k for t, k in zip(split["tokens"], split["num_words_kept"]))
+        sentences = sum(words[e] > kept[e] for e in words)
         logger.warning(
             f"{name}: {lost} words in {sentences} sentences do not fit max_seq_length and get no label/prediction. "
-            "Raise max_seq_length."
+            "Raise max_seq_length, or leave truncate_long_sentences off to cut long sentences into windows."
         )
+    message = windows.describe(split, len(words))
+    if message:
+        logger.info(f"{name}: {message}")
     return lost
 
 
