@@ -8,6 +8,7 @@ name, a wrong JSON type gets the key, the value and the expected type. `--help` 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import enum
@@ -96,6 +97,16 @@ def _matches(value, tp) -> bool:
     return True
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not a JSON object: {err.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def suggest(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else " Run `python -m seqft.train --help` to list every field."
@@ -144,6 +155,9 @@ def make_parser() -> HfArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("recipe", nargs="?", help="JSON recipe whose keys are the fields below.")
+    for action in parser._actions:  # dict fields take a JSON object on the command line, e.g. --peft_config '{..}'
+        if action.type is dict:
+            action.type = _json_object
     return parser
 
 

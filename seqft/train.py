@@ -16,13 +16,14 @@ import sys
 from importlib import metadata
 
 import datasets
-import numpy as np
 import transformers
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, set_seed
 
+from . import adapters, checkpoints, distill
 from . import data as seqdata
+from . import windows as seqwin
 from .configs import validate_args
-from .errors import SeqFTError
+from .errors import RecipeError, SeqFTError
 from .metrics import build_compute_metrics
 from .parser import parse_recipe, resolved_recipe
 from .trainer import SeqFTTrainer
@@ -105,28 +106,36 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
     return model
 
 
-def word_predictions(predictions: np.ndarray, label_ids: np.ndarray, id2label: dict) -> list[list[str]]:
-    """Argmax at each word's first subword (labels != -100), per example."""
-    if predictions.ndim == 3:
-        predictions = predictions.argmax(-1)
-    return [
-        [id2label[int(p)] for p, lab in zip(row, labs) if lab != -100] for row, labs in zip(predictions, label_ids)
-    ]
+def resolve_max_length(requested: int | None, tokenizer, config) -> int:
+    """max_seq_length, or the longest input the tokenizer and the model's position embeddings allow (<= 512)."""
+    config = getattr(config, "encoder_config", None) or config  # seqft's CRF model wraps the encoder's config
+    positions = getattr(config, "max_position_embeddings", None) or 512
+    if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= 2  # position ids start after the padding index
+    if requested is not None:
+        if requested > positions:
+            raise RecipeError(
+                f"'max_seq_length' = {requested} exceeds the model's {positions} positions; use at most {positions} "
+                "(longer sentences are split into overlapping windows, see 'stride')."
+            )
+        return requested
+    return min(tokenizer.model_max_length, 512, positions)
 
 
-def write_predictions(path: str, split, predicted: list[list[str]]) -> int:
-    """CoNLL-style `word gold predicted`, original order. Words cut by max_seq_length are written with
-    predicted tag `O` and counted (logged and returned); none is skipped."""
-    order = np.argsort(np.asarray(split["example_id"]), kind="stable")
-    missing = 0
+def word_predictions(split, predictions, id2label: dict, constraints=None) -> tuple[list[list[str]], int]:
+    """Word tags of every sentence of a windowed split, in the input's order, and the number of words no window
+    held (only with truncate_long_sentences; they are tagged O). Each word comes from the window where it has the
+    most context; with a CRF the merged sentence is decoded valid in its scheme (seqft.windows)."""
+    predicted, _, missing = seqwin.word_predictions(seqwin.WindowedSplit(split), predictions, id2label, constraints)
+    return predicted, missing
+
+
+def write_predictions(path: str, examples, predicted: list[list[str]]) -> None:
+    """CoNLL-style `word gold predicted` for every word of `examples` (the untokenised split), in its order."""
     with open(path, "w", encoding="utf-8") as fh:
-        for i in order:
-            words, gold, pred = split[int(i)]["tokens"], split[int(i)]["tags"], predicted[int(i)]
-            missing += len(words) - len(pred)
-            pred = list(pred) + ["O"] * (len(words) - len(pred))
+        for words, gold, pred in zip(examples["tokens"], examples["tags"], predicted):
             fh.writelines(f"{w} {g} {p}\n" for w, g, p in zip(words, gold, pred))
             fh.write("\n")
-    return missing
 
 
 def print_table(title: str, metrics: dict) -> None:
@@ -143,6 +152,12 @@ def print_table(title: str, metrics: dict) -> None:
 def run(argv=None) -> dict:
     model_args, data_args, training_args, _ = parse_recipe(argv)
     validate_args(model_args, data_args, training_args)
+    if model_args.peft_config:  # unknown options, merge_adapter with an unmergeable method: fail before loading
+        adapters.check_peft_spec(model_args.peft_config, merge=model_args.merge_adapter)
+    if training_args.hub_token:  # the Trainer pickles its arguments into training_args.bin, which push_to_hub uploads
+        raise RecipeError(
+            "'hub_token' would be saved in training_args.bin and pushed: set HF_TOKEN or run `hf auth login`."
+        )
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     log_level = training_args.get_process_log_level()
@@ -150,6 +165,12 @@ def run(argv=None) -> dict:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
+    # "last" -> the last complete checkpoint in output_dir (or None); a path must be a complete checkpoint
+    resume = (
+        checkpoints.resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+        if training_args.do_train
+        else None
+    )
 
     load_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision}
     if model_args.token:
@@ -162,14 +183,26 @@ def run(argv=None) -> dict:
         data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
     )
     fixed_labels = None if training_args.do_train else known_labels(model_path, load_kwargs)
+    teacher = None  # distillation: the student learns the teacher's label list, in its order
+    if training_args.teacher_model_name_or_path and training_args.do_train:
+        teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
+        fixed_labels = distill.label_names(teacher)
+    student_from_teacher = teacher is not None and training_args.student_layers is not None
     raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
 
-    tokenizer = seqdata.load_tokenizer(seqdata.resolve_path(model_args.tokenizer_name) or model_path, **load_kwargs)
-    max_length = data_args.max_seq_length or min(tokenizer.model_max_length, 512)
-    model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
+    tokenizer_path = teacher.name_or_path if student_from_teacher else model_path
+    tokenizer = seqdata.load_tokenizer(
+        seqdata.resolve_path(model_args.tokenizer_name) or tokenizer_path, **load_kwargs
+    )
+    if student_from_teacher:
+        model = distill.build_student_from_teacher(teacher, training_args.student_layers, use_crf=model_args.use_crf)
+    else:
+        model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
+    max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config)
 
+    stride = seqwin.resolve_stride(tokenizer, max_length, data_args.stride, data_args.truncate_long_sentences)
     with training_args.main_process_first(desc="tokenisation"):
         tokenized = {
             name: seqdata.tokenize_split(
@@ -181,6 +214,8 @@ def run(argv=None) -> dict:
                 data_args.label_all_tokens and name == "train",
                 num_proc=data_args.preprocessing_num_workers,
                 desc=f"Tokenising {name}",
+                stride=stride,
+                doc_context=data_args.doc_context,
             )
             for name, split in raw.items()
         }
@@ -194,16 +229,33 @@ def run(argv=None) -> dict:
         padding="max_length" if data_args.pad_to_max_length else True,
         max_length=max_length if data_args.pad_to_max_length else None,
     )
+    # Metrics over merged words (each word once, whatever the windows), per split; CRF output decoded scheme-valid.
+    constraints = seqwin.decode_constraints(model.config)
+
+    def window_metrics(name):
+        return seqwin.build_compute_metrics(
+            tokenized[name],
+            model.config.id2label,
+            scheme,
+            data_args.return_entity_level_metrics,
+            constraints,
+            gold=raw[name]["tags"],
+        )
+
     trainer = SeqFTTrainer(
         model=model,
         args=training_args,
+        peft_config=model_args.peft_config,
+        teacher_model=teacher,
         train_dataset=tokenized.get("train") if training_args.do_train else None,
         eval_dataset=tokenized.get("validation")
         if training_args.do_eval or training_args.eval_strategy != "no"
         else None,
         processing_class=tokenizer,
         data_collator=collator,
-        compute_metrics=build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
+        compute_metrics=window_metrics("validation")
+        if "validation" in tokenized
+        else build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
     )
     if training_args.should_save:
         write_resolved_recipe(model_args, data_args, training_args)
@@ -212,9 +264,14 @@ def run(argv=None) -> dict:
     if training_args.do_train:
         if "train" not in tokenized:
             raise SeqFTError("do_train is set but no training split was loaded.")
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
+        if model_args.merge_adapter and trainer.is_world_process_zero():
+            adapters.merge_and_save(trainer.model, os.path.join(training_args.output_dir, "merged"), tokenizer)
         metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+        if model_args.peft_config:
+            counts = adapters.trainable_parameters(trainer.model)
+            metrics.update({f"peft_{key}_parameters": value for key, value in counts.items()})
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -222,26 +279,35 @@ def run(argv=None) -> dict:
 
     if training_args.do_eval and "validation" in tokenized:
         metrics = trainer.evaluate()
-        metrics["eval_samples"] = len(tokenized["validation"])
+        metrics["eval_samples"] = len(raw["validation"])
+        metrics["eval_windows"] = len(tokenized["validation"])
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results["eval"] = metrics
 
     if training_args.do_predict and "test" in tokenized:
         test = tokenized["test"]
-        output = trainer.predict(test, metric_key_prefix="test")
-        predicted = word_predictions(output.predictions, output.label_ids, model.config.id2label)
-        metrics = dict(output.metrics, test_samples=len(test))
+        eval_metrics, trainer.compute_metrics = trainer.compute_metrics, window_metrics("test")
+        try:
+            output = trainer.predict(test, metric_key_prefix="test")
+        finally:
+            trainer.compute_metrics = eval_metrics
+        predicted, missing = word_predictions(test, output.predictions, model.config.id2label, constraints)
+        metrics = dict(output.metrics, test_samples=len(raw["test"]), test_windows=len(test))
+        metrics["test_words_truncated"] = missing
+        if missing:
+            logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")
         if trainer.is_world_process_zero():
-            missing = write_predictions(
-                os.path.join(training_args.output_dir, "test_predictions.txt"), test, predicted
-            )
-            metrics["test_words_truncated"] = missing
-            if missing:
-                logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")
+            write_predictions(os.path.join(training_args.output_dir, "test_predictions.txt"), raw["test"], predicted)
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
         results["test"] = metrics
+
+    # The card (and its plots) last, once the eval/test results exist; push_to_hub saves, writes the card, uploads.
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="End of training")
+    elif trainer.is_world_process_zero():
+        trainer.create_model_card()
 
     if trainer.is_world_process_zero():
         for split, metrics in results.items():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
-from . import optim
+from . import checkpoints, optim
 
 
 def _base_model(model):
@@ -101,9 +101,11 @@ class SeqFTTrainer(Trainer):
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
+        from .distill import student_inputs
+
         inputs = dict(inputs)  # the stock compute_loss pops `labels`; distillation needs them too
         hard, outputs = super().compute_loss(
-            model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
+            model, student_inputs(self, inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         parts = self.compute_distillation_loss(model, inputs, outputs, num_items_in_batch)
         alpha = self.args.distill_alpha
@@ -118,6 +120,13 @@ class SeqFTTrainer(Trainer):
         from .distill import distillation_loss
 
         return distillation_loss(self, model, inputs, student_outputs, num_items_in_batch)
+
+    def _finalize_training(self, trial, num_train_samples, start_time):
+        # The stock code adds the loss summed since the last logging step to train_loss as each rank's own share, so
+        # rank 0's ends up in train_results.json; average it over ranks first, as the logged losses are.
+        if self.args.world_size > 1 and torch.is_tensor(getattr(self, "_tr_loss", None)):
+            self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
+        return super()._finalize_training(trial, num_train_samples, start_time)
 
     # ----------------------------------------------------------------------------------------------------------
     # Optimiser (LLRD)
@@ -149,19 +158,40 @@ class SeqFTTrainer(Trainer):
     # Evaluation order, logging, model card
 
     def _get_eval_sampler(self, eval_dataset):
-        # The stock Trainer permutes evaluation and prediction order under group_by_length, which misaligns a
-        # predictions file with its input. seqft sorts eval/test sets by length up front instead (seqft.data).
-        if self.args.world_size > 1:
-            return super()._get_eval_sampler(eval_dataset)
-        return None if eval_dataset is None else SequentialSampler(eval_dataset)
+        # The stock Trainer permutes evaluation and prediction order under group_by_length (on any number of ranks),
+        # which misaligns a predictions file with its input. seqft sorts eval/test sets by length up front instead
+        # (seqft.data). On several ranks: None, so accelerate shards the set in order and gather_for_metrics drops
+        # the padding it adds to the last batch.
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        return SequentialSampler(eval_dataset)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Crash-safe checkpoints (seqft/checkpoints.py)
+
+    _checkpoint_staging: str | None = None  # set while a checkpoint is being written into its staging directory
+
+    def _save_checkpoint(self, model, trial):
+        # The stock save, into tmp-checkpoint-N/, renamed to checkpoint-N once every rank has written its part.
+        run_dir = self._get_output_dir(trial)
+        checkpoints.save_atomically(self, lambda: super(SeqFTTrainer, self)._save_checkpoint(model, trial), run_dir)
+
+    def _get_output_dir(self, trial):
+        return self._checkpoint_staging or super()._get_output_dir(trial)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        if self._checkpoint_staging is None:  # while staging, save_atomically pushes the renamed checkpoint instead
+            super()._push_from_checkpoint(checkpoint_folder)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Merge what features collected since the last log (mean over steps) and the per-group LRs."""
         prefix = "eval_" if any(k.startswith("eval_") for k in logs) else ""
-        for key, values in self._metrics.items():
-            if values:
-                logs[prefix + key] = sum(values) / len(values)
+        means = {prefix + key: sum(values) / len(values) for key, values in sorted(self._metrics.items()) if values}
         self._metrics.clear()
+        if means and self.args.world_size > 1:  # each rank holds its own share; every rank logs at the same steps
+            local = torch.tensor(list(means.values()), dtype=torch.float64, device=self.args.device)
+            means = dict(zip(means, self.accelerator.reduce(local, reduction="mean").tolist()))
+        logs.update(means)
         if "loss" in logs and self.optimizer is not None and (self.args.layer_decay or self.args.head_learning_rate):
             logs.update(optim.group_learning_rates(self.optimizer))
         super().log(logs, start_time)

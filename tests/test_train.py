@@ -168,3 +168,26 @@ def test_gradient_accumulation_invariance(tmp_path):
 
 def test_offline_env():
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_cli_crf_end_to_end(fixture_dir, tmp_path):
+    """use_crf: trains with the CRF loss, evaluates Viterbi paths, reloads through the Auto classes."""
+    from seqft import SeqFTCRFForTokenClassification
+    from seqft.labels import validate_sequence
+    from seqft.modeling.crf import allowed_transitions
+
+    out = tmp_path / "crf"
+    assert main([recipe(fixture_dir, out, use_crf=True, max_steps=6)]) == 0
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    assert isinstance(model, SeqFTCRFForTokenClassification)
+    assert model.config.label_scheme == "IOB2"
+
+    # predictions are constrained Viterbi paths: every predicted sentence is valid IOB2
+    sentences = [s.split("\n") for s in (out / "test_predictions.txt").read_text().split("\n\n") if s.strip()]
+    labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    allowed, start, _ = allowed_transitions(labels, "IOB2")
+    for sentence in sentences:
+        predicted = [row.split()[2] for row in sentence]
+        assert validate_sequence(predicted, "IOB2") is None
+        ids = [model.config.label2id[t] for t in predicted]
+        assert bool(start[ids[0]]) and all(bool(allowed[a, b]) for a, b in zip(ids, ids[1:]))

@@ -239,24 +239,33 @@ class CRF(nn.Module):
             return out
         emissions = self._gather(emissions.to(self._compute_dtype(emissions)), order)  # (batch, len, num_tags)
         start, transitions, end = self._constrained_scores(emissions.dtype)
-        identity = torch.arange(num_tags, device=emissions.device).expand(batch_size, num_tags)  # (batch, num_tags)
 
+        # The recursion runs unmasked over the packed prefix (a row's scores past its end are never read), and the
+        # per-row ends are handled once after the loop: this loop is the hot path, two small ops per position.
         score = start + emissions[:, 0]  # shape: (batch, num_tags)
+        scores = [score]
         backpointers = []
-        for t in range(1, length):
+        for emission in emissions[:, 1:].unbind(1):
             candidates = score.unsqueeze(2) + transitions  # shape: (batch, num_tags [from], num_tags [to])
             best, best_prev = candidates.max(dim=1)  # shape: (batch, num_tags)
-            on = packed_mask[:, t].unsqueeze(1)  # shape: (batch, 1)
-            score = torch.where(on, best + emissions[:, t], score)
-            # Past a row's end the backpointer is the identity, carrying the last real tag back to its position.
-            backpointers.append(torch.where(on, best_prev, identity))
-        current = (score + end).argmax(dim=1)  # shape: (batch,)
+            score = best + emission
+            scores.append(score)
+            backpointers.append(best_prev)
+        # An empty row reads position 0; its tags are masked to pad_value below.
+        last = (packed_mask.sum(dim=1) - 1).clamp(min=0).view(batch_size, 1, 1).expand(-1, 1, num_tags)
+        final = torch.stack(scores, dim=1).gather(1, last).squeeze(1) + end  # shape: (batch, num_tags)
+        current = final.argmax(dim=1, keepdim=True)  # shape: (batch, 1)
         path = [current]
-        for best_prev in reversed(backpointers):
-            current = best_prev.gather(1, current.unsqueeze(1)).squeeze(1)
-            path.append(current)
-        path.reverse()
-        packed_tags = torch.stack(path, dim=1).masked_fill(~packed_mask, pad_value)  # shape: (batch, len)
+        if backpointers:
+            # Past a row's end the backpointer is the identity, carrying the last real tag back to its position.
+            identity = torch.arange(num_tags, device=emissions.device)  # shape: (num_tags,)
+            on = packed_mask[:, 1:].t().unsqueeze(-1)  # shape: (len - 1, batch, 1)
+            backpointers = torch.where(on, torch.stack(backpointers), identity)  # shape: (len - 1, batch, num_tags)
+            for best_prev in reversed(backpointers.unbind(0)):
+                current = best_prev.gather(1, current)  # shape: (batch, 1)
+                path.append(current)
+            path.reverse()
+        packed_tags = torch.cat(path, dim=1).masked_fill(~packed_mask, pad_value)  # shape: (batch, len)
         return out.scatter(1, order, packed_tags)
 
     def marginals(
@@ -337,10 +346,15 @@ class CRF(nn.Module):
     def _log_partition(self, emissions: torch.Tensor, packed_mask: torch.Tensor) -> torch.Tensor:
         """Log-sum of the scores of all paths, `(batch,)`; 0 for empty rows. Needs a left-aligned mask."""
         start, transitions, end = self._constrained_scores(emissions.dtype)
+        batch_size, _, num_tags = emissions.shape
+        # Unmasked recursion over the packed prefix; each row's alpha is read back at its own last position.
         alpha = start + emissions[:, 0]  # shape: (batch, num_tags)
-        for t in range(1, emissions.size(1)):
-            step = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]  # (batch, num_tags)
-            alpha = torch.where(packed_mask[:, t].unsqueeze(1), step, alpha)
+        alphas = [alpha]
+        for emission in emissions[:, 1:].unbind(1):
+            alpha = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emission  # shape: (batch, num_tags)
+            alphas.append(alpha)
+        last = (packed_mask.sum(dim=1) - 1).clamp(min=0).view(batch_size, 1, 1).expand(-1, 1, num_tags)
+        alpha = torch.stack(alphas, dim=1).gather(1, last).squeeze(1)  # shape: (batch, num_tags)
         log_z = torch.logsumexp(alpha + end, dim=1)  # shape: (batch,)
         return torch.where(packed_mask[:, 0], log_z, torch.zeros_like(log_z))
 

@@ -1,0 +1,280 @@
+"""Crash-safe checkpoints: atomic saves, completeness checks, and resuming from the last complete checkpoint.
+
+What the stock `Trainer` (transformers 5.23) does: `_save_checkpoint` writes straight into `output_dir/checkpoint-N`
+(model, then optimizer/scheduler, then one RNG file per rank, then `trainer_state.json` from the main process only);
+there is no temporary directory and no rename. `get_last_checkpoint` (used by `train(resume_from_checkpoint=True)`)
+picks the highest `checkpoint-N` whatever it holds. After a kill mid-save that is a directory without
+`trainer_state.json`, on which every automatic restart fails until someone deletes it. On several ranks nothing waits
+for the other ranks' RNG files before `trainer_state.json` is written, so a checkpoint can look complete without
+them, and resuming skips what is missing without failing: a missing RNG file is logged at INFO level only, a missing
+`optimizer.pt`/`scheduler.pt` not at all (fresh Adam moments, restarted schedule). `enable_jit_checkpoint` (SIGTERM)
+marks its own save with `checkpoint-is-incomplete.txt`, which nothing checks.
+
+What seqft does:
+
+* `save_atomically` (wired into `SeqFTTrainer._save_checkpoint`): the stock save runs unchanged, but into
+  `output_dir/tmp-checkpoint-N/checkpoint-N`; once every rank has written its part, the main process renames it to
+  `output_dir/checkpoint-N` (one `os.rename` on one file system: atomic). A kill at any point leaves either no
+  `checkpoint-N` or a complete one; stale `tmp-checkpoint-*` directories are removed at the next save.
+* `checkpoint_problems` / `last_complete_checkpoint`: a checkpoint is complete when it has a readable
+  `trainer_state.json`, model weights, optimizer, scheduler and RNG state (every rank's), no JIT "incomplete"
+  marker, and no truncated `.safetensors`/`.pt`/`.json` file. This also guards checkpoints written by other tools
+  or by older versions.
+* `resolve_resume`: the `resume_from_checkpoint` recipe field. `"last"` resumes from the last complete checkpoint
+  in `output_dir` (or starts from scratch when there is none), skipping incomplete ones with a warning; an explicit
+  path must be complete, or the run stops with the list of what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+from .errors import RecipeError
+
+__all__ = [
+    "RESUME_LAST",
+    "STAGING_PREFIX",
+    "checkpoint_problems",
+    "last_complete_checkpoint",
+    "resolve_resume",
+    "save_atomically",
+]
+
+logger = logging.getLogger("seqft")
+
+RESUME_LAST = "last"
+CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR
+STAGING_PREFIX = f"tmp-{CHECKPOINT_PREFIX}"
+JIT_INCOMPLETE_MARKER = "checkpoint-is-incomplete.txt"  # written by transformers' JIT (SIGTERM) checkpointing
+
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
+_RNG_RE = re.compile(r"^rng_state_(\d+)\.pth$")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Completeness
+
+
+def _truncated(path: Path) -> bool:
+    """True when a weights/state file was cut short (a save killed mid-write). Cheap: headers only."""
+    try:
+        if path.suffix == ".safetensors":
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return True
+                (header_len,) = struct.unpack("<Q", head)
+                if 8 + header_len > size:
+                    return True
+                header = json.loads(fh.read(header_len))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            return size != 8 + header_len + end
+        if path.suffix in (".pt", ".pth", ".bin"):
+            return not zipfile.is_zipfile(path)  # torch.save writes a zip archive; its directory is at the end
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return True
+    return False
+
+
+def _deepspeed_tag_dir(path: Path) -> Path | None:
+    latest = path / "latest"
+    if not latest.is_file():
+        return None
+    return path / latest.read_text(encoding="utf-8").strip()
+
+
+def checkpoint_problems(path: str | os.PathLike) -> list[str]:
+    """What a checkpoint directory lacks to resume training exactly; an empty list means complete."""
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path} is not a directory"]
+    names = set(os.listdir(path))
+    problems = []
+    if JIT_INCOMPLETE_MARKER in names:
+        problems.append(f"{JIT_INCOMPLETE_MARKER} is present (a save was interrupted)")
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or "global_step" not in state:
+            problems.append("trainer_state.json has no global_step")
+    except FileNotFoundError:
+        problems.append("no trainer_state.json")
+    except (OSError, ValueError):
+        problems.append("trainer_state.json is not valid JSON")
+
+    ds_tag = _deepspeed_tag_dir(path)
+    fsdp_dirs = [n for n in names if n.startswith("pytorch_model_fsdp") and (path / n).is_dir()]
+    if ds_tag is not None:
+        if not ds_tag.is_dir():
+            problems.append(f"DeepSpeed tag directory {ds_tag.name}/ named in 'latest' is missing")
+        else:
+            tag_files = os.listdir(ds_tag)
+            if not any(n.endswith("model_states.pt") for n in tag_files):
+                problems.append(f"no DeepSpeed model states in {ds_tag.name}/")
+            if not any(n.endswith("optim_states.pt") for n in tag_files):
+                problems.append(f"no DeepSpeed optimizer states in {ds_tag.name}/")
+    else:
+        if not (names & set(_WEIGHT_FILES) or fsdp_dirs):
+            problems.append("no model weights (model.safetensors, pytorch_model.bin, adapter_model.*)")
+        has_fsdp_optimizer = any(n.startswith("optimizer") and (path / n).is_dir() for n in names)
+        if not ({"optimizer.pt", "optimizer.bin"} & names or has_fsdp_optimizer):
+            problems.append("no optimizer state (optimizer.pt); a save_only_model checkpoint cannot be resumed")
+        if "scheduler.pt" not in names:
+            problems.append("no scheduler.pt")
+    ranks = sorted(int(m.group(1)) for m in map(_RNG_RE.match, names) if m)
+    if "rng_state.pth" not in names and not ranks:
+        problems.append("no RNG state (rng_state.pth / rng_state_<rank>.pth)")
+    elif ranks and ranks != list(range(len(ranks))):
+        missing = sorted(set(range(ranks[-1] + 1)) - set(ranks))
+        problems.append(f"no RNG state of rank(s) {', '.join(map(str, missing))}")
+
+    for file in sorted(path.rglob("*")):
+        if file.is_file() and _truncated(file):
+            problems.append(f"{file.relative_to(path)} is truncated or unreadable")
+    return problems
+
+
+def _step(name: str) -> int | None:
+    match = _CHECKPOINT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The `checkpoint-N` with the highest N that is complete (see `checkpoint_problems`), or None.
+
+    Incomplete ones are skipped with a warning naming what they lack; `tmp-checkpoint-*` staging directories are
+    never candidates.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    candidates = sorted(
+        ((_step(n), n) for n in os.listdir(output_dir) if _step(n) is not None and (Path(output_dir) / n).is_dir()),
+        reverse=True,
+    )
+    for _, name in candidates:
+        path = os.path.join(output_dir, name)
+        problems = checkpoint_problems(path)
+        if not problems:
+            return path
+        logger.warning(f"Skipping incomplete checkpoint {path}: {'; '.join(problems)}.")
+    return None
+
+
+def resolve_resume(value: str | None, output_dir: str) -> str | None:
+    """The `resume_from_checkpoint` recipe value -> the checkpoint directory to resume from (None: from scratch).
+
+    `"last"`: the last complete checkpoint in `output_dir`, or None when there is none (so the same command starts a
+    job and restarts it after a crash or preemption). A path: must be a complete checkpoint, else RecipeError.
+    """
+    if value is None or value == "":
+        return None
+    if value == RESUME_LAST:
+        found = last_complete_checkpoint(output_dir)
+        if found is None:
+            logger.info(
+                f"resume_from_checkpoint='last': no complete checkpoint in {output_dir}; starting from scratch."
+            )
+        else:
+            logger.info(f"resume_from_checkpoint='last': resuming from {found}.")
+        return found
+    problems = checkpoint_problems(value)
+    if problems:
+        hint = f" Set resume_from_checkpoint to '{RESUME_LAST}' to resume from the last complete checkpoint."
+        raise RecipeError(f"'resume_from_checkpoint' = {value!r} cannot be resumed from: {'; '.join(problems)}.{hint}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Atomic save
+
+
+def _commit(staging_root: str, final: str) -> None:
+    """Move `staging_root/checkpoint-N` to `final` atomically; an existing `final` (a re-save of the same step, or
+    the JIT checkpoint's marker directory) is first moved into the staging root, which is then deleted."""
+    staged = os.path.join(staging_root, os.path.basename(final))
+    if not os.path.isdir(staged):
+        return
+    if os.path.lexists(final):
+        os.rename(final, os.path.join(staging_root, "replaced"))
+    os.rename(staged, final)
+    shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def clear_stale_staging(run_dir: str) -> None:
+    """Remove `tmp-checkpoint-*` left by a save that was killed: they were never renamed, so never complete."""
+    if not os.path.isdir(run_dir):
+        return
+    for name in os.listdir(run_dir):
+        if name.startswith(STAGING_PREFIX + "-") and os.path.isdir(os.path.join(run_dir, name)):
+            logger.info(f"Removing {name}, left by an interrupted save.")
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+
+
+def save_atomically(trainer, save, run_dir: str) -> str:
+    """Run `save()` (the stock `Trainer._save_checkpoint`) into a staging directory, then rename it into place.
+
+    The trainer's `_get_output_dir` returns `trainer._checkpoint_staging` while it is set, so the stock code writes
+    `<run_dir>/tmp-checkpoint-N/checkpoint-N` on every rank. Afterwards: the best-model path is corrected to the
+    final name, all ranks meet, the main process renames, and (for node-local disks) so does each node's main
+    process whose staging directory is still there. Rotation (`save_total_limit`) and the Hub push run on the final
+    directory. Returns the final path.
+    """
+    from transformers.trainer_utils import rotate_checkpoints
+
+    args, accelerator = trainer.args, trainer.accelerator
+    step = trainer.state.global_step
+    final = os.path.join(run_dir, f"{CHECKPOINT_PREFIX}-{step}")
+    staging_root = os.path.join(run_dir, f"{STAGING_PREFIX}-{step}")
+    staged = os.path.join(staging_root, os.path.basename(final))
+
+    if args.should_save:
+        clear_stale_staging(run_dir)
+    accelerator.wait_for_everyone()
+    trainer._checkpoint_staging = staging_root
+    try:
+        save()
+    finally:
+        trainer._checkpoint_staging = None
+
+    # The stock code records the best checkpoint under the directory it wrote to; point it at the final name.
+    if trainer.state.best_model_checkpoint is not None and os.path.normpath(
+        trainer.state.best_model_checkpoint
+    ) == os.path.normpath(staged):
+        trainer.state.best_model_checkpoint = final
+        if args.should_save:
+            trainer.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _commit(staging_root, final)
+    accelerator.wait_for_everyone()
+    if accelerator.is_local_main_process and os.path.isdir(staging_root):  # a node without the shared disk
+        _commit(staging_root, final)
+
+    if args.should_save:
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=args.save_total_limit,
+            best_model_checkpoint=trainer.state.best_model_checkpoint,
+            use_mtime=True,
+        )
+    if args.push_to_hub:
+        trainer._push_from_checkpoint(final)
+    return final
