@@ -241,7 +241,7 @@ class CRF(nn.Module):
         start, transitions, end = self._constrained_scores(emissions.dtype)
 
         # The recursion runs unmasked over the packed prefix (a row's scores past its end are never read), and the
-        # per-row ends are handled once after the loop: this loop is the hot path, two small ops per position.
+        # per-row ends are handled once after the loop: this loop is the hot path, three small ops per position.
         score = start + emissions[:, 0]  # shape: (batch, num_tags)
         scores = [score]
         backpointers = []
