@@ -14,7 +14,8 @@ from transformers import TrainingArguments
 
 from .errors import RecipeError
 
-TASKS = ("token-classification",)
+TASKS = ("token-classification", "sequence-classification")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 LABEL_SCHEMES = ("IOB2", "IOB1", "BIOES", "plain", "auto")
 
 
@@ -33,6 +34,26 @@ def _json_field(value, key: str):
     if value is not None and not isinstance(value, dict):
         raise RecipeError(f"'{key}' must be a JSON object (e.g. {{\"r\": 16}}), got {type(value).__name__}.")
     return value
+
+
+def _class_weights(value):
+    """`class_weights`: "balanced", a list of positive numbers (a JSON list on the command line), or None."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise RecipeError(f"'class_weights' = {value!r} is not a JSON list: {err.msg}.") from None
+    if value is None or value == "balanced":
+        return value
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in value)
+    ):
+        raise RecipeError(
+            f"'class_weights' = {value!r}: expected \"balanced\", a list of positive numbers (one per label), or null."
+        )
+    return [float(w) for w in value]
 
 
 @dataclass
@@ -111,6 +132,13 @@ class ModelArguments:
 class DataArguments:
     task_name: str = field(
         default="ner", metadata={"help": "Name of the labelling task (ner, pos, chunk, ...); used in names and cards."}
+    )
+    task: str = field(
+        default="token-classification",
+        metadata={
+            "help": "token-classification (a label per word, the default) or sequence-classification (a label, or "
+            "several, per text or text pair; see seqft/seqcls.py)."
+        },
     )
     dataset_name: str | None = field(
         default=None, metadata={"help": "A dataset on the Hub (datasets.load_dataset), e.g. eriktks/conll2003."}
@@ -205,6 +233,59 @@ class DataArguments:
             "max_seq_length. Only the sentence itself is labelled, trained on and predicted. 0 = off."
         },
     )
+    # --- sequence classification (task: sequence-classification; seqft/seqcls.py) ---
+    text_column_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Sequence classification: several text columns joined into one text with text_separator, e.g. "
+            '["title", "description"] (instead of text_column_name).'
+        },
+    )
+    text_separator: str = field(default=" ", metadata={"help": "Joins the text_column_names columns."})
+    text_pair_column_name: str | None = field(
+        default=None, metadata={"help": "Sequence classification of sentence pairs: the second text's column."}
+    )
+    csv_header: bool = field(
+        default=True,
+        metadata={
+            "help": "Sequence classification: the CSV files' first line names the columns (false: give csv_column_names)."
+        },
+    )
+    csv_column_names: list[str] | None = field(
+        default=None,
+        metadata={"help": 'Column names of headerless CSV files, e.g. ["label", "title", "description"] (AG News).'},
+    )
+    label_names_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sequence classification: a text file with one label name per line. It fixes the label order, and "
+            "label ids in the data are read against it (0- or 1-based, detected; see label_id_base)."
+        },
+    )
+    label_id_base: int | None = field(
+        default=None,
+        metadata={
+            "help": "Whether the data's label ids count from 0 or 1 against label_names_file; null = detect (an id 0 "
+            "means 0-based, an id equal to the number of names 1-based; an error when both fit)."
+        },
+    )
+    problem_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sequence classification: single_label_classification (softmax, cross-entropy) or "
+            "multi_label_classification (sigmoid, binary cross-entropy); null = multi-label when labels are lists."
+        },
+    )
+    multi_label_threshold: float = field(
+        default=0.5, metadata={"help": "Multi-label: a label is predicted when its sigmoid is >= this."}
+    )
+    truncation_side: str = field(
+        default="right",
+        metadata={
+            "help": "Sequence classification: texts longer than max_seq_length lose their end (right) or their "
+            "beginning (left); the count of truncated texts is logged."
+        },
+    )
 
     def __post_init__(self):
         if self.label_scheme not in LABEL_SCHEMES:
@@ -222,6 +303,7 @@ class DataArguments:
                     "'stride' sets the overlap of windows, but 'truncate_long_sentences' turns them off: set one."
                 )
         _check(self.doc_context >= 0, "doc_context", self.doc_context, "an integer >= 0 (0 = off)")
+        self._check_classification()
         if self.doc_context and (self.validation_split_percentage or self.test_split_percentage):
             raise RecipeError(
                 "'doc_context' needs the sentences in document order, but validation_split_percentage/"
@@ -231,6 +313,44 @@ class DataArguments:
             value = getattr(self, key)
             if value is not None:
                 _check(value >= 1, key, value, "an integer >= 1")
+
+    def _check_classification(self):
+        _check(self.task in TASKS, "task", self.task, "one of " + ", ".join(TASKS))
+        if self.task != "sequence-classification":
+            only = (
+                "text_column_names",
+                "text_pair_column_name",
+                "csv_column_names",
+                "label_names_file",
+                "problem_type",
+            )
+            for key in only:
+                if getattr(self, key) is not None:
+                    raise RecipeError(f"'{key}' applies to task sequence-classification; set 'task' or remove it.")
+            if not self.csv_header:
+                raise RecipeError("'csv_header' applies to task sequence-classification; set 'task' or remove it.")
+            return
+        if self.problem_type is not None:
+            _check(self.problem_type in PROBLEM_TYPES, "problem_type", self.problem_type, " or ".join(PROBLEM_TYPES))
+        _check(
+            0.0 < self.multi_label_threshold < 1.0, "multi_label_threshold", self.multi_label_threshold, "0 < t < 1"
+        )
+        _check(self.truncation_side in ("right", "left"), "truncation_side", self.truncation_side, "right or left")
+        if self.label_id_base is not None:
+            _check(self.label_id_base in (0, 1), "label_id_base", self.label_id_base, "0, 1 or null (detect)")
+        if self.text_column_names is not None:
+            if not self.text_column_names:
+                raise RecipeError("'text_column_names' is empty: name at least one column.")
+            if self.text_column_name is not None:
+                raise RecipeError("set 'text_column_name' (one column) or 'text_column_names' (joined), not both.")
+        if not self.csv_header and not self.csv_column_names:
+            raise RecipeError("'csv_header' is false: name the CSV columns in 'csv_column_names'.")
+        if self.csv_column_names is not None and len(set(self.csv_column_names)) != len(self.csv_column_names):
+            raise RecipeError(f"'csv_column_names' = {self.csv_column_names!r} names a column twice.")
+        token_only = {"doc_context": 0, "label_all_tokens": False, "truncate_long_sentences": False, "stride": None}
+        for key, default in token_only.items():
+            if getattr(self, key) != default:
+                raise RecipeError(f"'{key}' applies to token classification; remove it for sequence-classification.")
 
 
 @dataclass
@@ -276,6 +396,14 @@ class SeqFTConfig(TrainingArguments):
         default=False,
         metadata={"help": "Run the teacher once over the training set and reuse its outputs every epoch."},
     )
+    class_weights: list[float] | str | None = field(
+        default=None,
+        metadata={
+            "help": 'Weights of the classes in the training loss: "balanced" (n / (n_classes x n_c), from the training '
+            "labels), a list of floats in label order, or null (off). Multi-label: per-label BCE pos_weight "
+            '("balanced" = negatives / positives). Evaluation loss stays unweighted.'
+        },
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={
@@ -287,6 +415,7 @@ class SeqFTConfig(TrainingArguments):
 
     def __post_init__(self):
         self.distill_layer_map = _json_field(self.distill_layer_map, "distill_layer_map")
+        self.class_weights = _class_weights(self.class_weights)
         if self.layer_decay is not None:
             _check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "0 < layer_decay <= 1")
         if self.head_learning_rate is not None:
@@ -309,5 +438,9 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("'do_train' is true but there is no training data: set 'train_file' or 'dataset_name'.")
     if training_args.student_layers is not None and not training_args.teacher_model_name_or_path:
         raise RecipeError("'student_layers' builds the student from the teacher: set 'teacher_model_name_or_path'.")
+    if data_args.task == "sequence-classification" and model_args.use_crf:
+        raise RecipeError("'use_crf' labels sequences of tokens; remove it for task sequence-classification.")
+    if model_args.use_crf and training_args.class_weights is not None:
+        raise RecipeError("'class_weights' weights seqft's cross-entropy, but 'use_crf' trains with the CRF's loss.")
     if model_args.merge_adapter and not model_args.peft_config:
         raise RecipeError("'merge_adapter' needs an adapter: set 'peft_config' or remove 'merge_adapter'.")

@@ -19,7 +19,7 @@ import datasets
 import transformers
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification, set_seed
 
-from . import adapters, checkpoints, distill
+from . import adapters, checkpoints, distill, seqcls
 from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
@@ -158,6 +158,12 @@ def run(argv=None) -> dict:
         raise RecipeError(
             "'hub_token' would be saved in training_args.bin and pushed: set HF_TOKEN or run `hf auth login`."
         )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:  # each process would train alone and write output_dir
+        raise RecipeError(
+            f"{launched} processes were launched but did not join one process group: on a machine without GPUs "
+            "set 'use_cpu': true (or pass --use_cpu true)."
+        )
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     log_level = training_args.get_process_log_level()
@@ -179,7 +185,8 @@ def run(argv=None) -> dict:
         load_kwargs["trust_remote_code"] = True
     model_path = seqdata.resolve_path(model_args.model_name_or_path)
 
-    raw = seqdata.load_raw_splits(
+    seq_cls = data_args.task == seqcls.TASK  # sequence classification: seqft/seqcls.py at each data/model step
+    raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(
         data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
     )
     fixed_labels = None if training_args.do_train else known_labels(model_path, load_kwargs)
@@ -188,7 +195,10 @@ def run(argv=None) -> dict:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
         fixed_labels = distill.label_names(teacher)
     student_from_teacher = teacher is not None and training_args.student_layers is not None
-    raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
+    if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
+        raw, label_names, scheme = seqcls.prepare_labels(raw, data_args, fixed_labels)
+    else:
+        raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
 
@@ -198,41 +208,61 @@ def run(argv=None) -> dict:
     )
     if student_from_teacher:
         model = distill.build_student_from_teacher(teacher, training_args.student_layers, use_crf=model_args.use_crf)
+    elif seq_cls:
+        model = seqcls.load_model(model_args, label_names, scheme, load_kwargs, data_args.multi_label_threshold)
     else:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
     max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config)
 
-    stride = seqwin.resolve_stride(tokenizer, max_length, data_args.stride, data_args.truncate_long_sentences)
-    with training_args.main_process_first(desc="tokenisation"):
-        tokenized = {
-            name: seqdata.tokenize_split(
-                split,
-                tokenizer,
-                label2id,
-                max_length,
-                # evaluation always counts each word once, at its first subword
-                data_args.label_all_tokens and name == "train",
-                num_proc=data_args.preprocessing_num_workers,
-                desc=f"Tokenising {name}",
-                stride=stride,
-                doc_context=data_args.doc_context,
-            )
-            for name, split in raw.items()
-        }
-    for name, split in tokenized.items():
-        seqdata.truncation_report(split, name)
-        if name != "train":
-            tokenized[name] = seqdata.sort_by_length(split)
+    truncated = {}  # sequence classification: texts cut by max_seq_length, per split
+    if seq_cls:
+        seqcls.configure_tokenizer(tokenizer, data_args.truncation_side)
+        with training_args.main_process_first(desc="tokenisation"):
+            tokenized = {
+                name: seqcls.tokenize_split(
+                    split, tokenizer, max_length, data_args.preprocessing_num_workers, f"Tokenising {name}"
+                )
+                for name, split in raw.items()
+            }
+        for name, split in tokenized.items():
+            truncated[name] = seqcls.truncation_report(split, name, max_length, data_args.truncation_side)
+            if name != "train":
+                tokenized[name] = seqdata.sort_by_length(split)
+        collator = seqcls.collator(tokenizer, max_length if data_args.pad_to_max_length else None)
+    else:
+        stride = seqwin.resolve_stride(tokenizer, max_length, data_args.stride, data_args.truncate_long_sentences)
+        with training_args.main_process_first(desc="tokenisation"):
+            tokenized = {
+                name: seqdata.tokenize_split(
+                    split,
+                    tokenizer,
+                    label2id,
+                    max_length,
+                    # evaluation always counts each word once, at its first subword
+                    data_args.label_all_tokens and name == "train",
+                    num_proc=data_args.preprocessing_num_workers,
+                    desc=f"Tokenising {name}",
+                    stride=stride,
+                    doc_context=data_args.doc_context,
+                )
+                for name, split in raw.items()
+            }
+        for name, split in tokenized.items():
+            seqdata.truncation_report(split, name)
+            if name != "train":
+                tokenized[name] = seqdata.sort_by_length(split)
 
-    collator = DataCollatorForTokenClassification(
-        tokenizer,
-        padding="max_length" if data_args.pad_to_max_length else True,
-        max_length=max_length if data_args.pad_to_max_length else None,
-    )
+        collator = DataCollatorForTokenClassification(
+            tokenizer,
+            padding="max_length" if data_args.pad_to_max_length else True,
+            max_length=max_length if data_args.pad_to_max_length else None,
+        )
     # Metrics over merged words (each word once, whatever the windows), per split; CRF output decoded scheme-valid.
     constraints = seqwin.decode_constraints(model.config)
 
     def window_metrics(name):
+        if seq_cls:  # one label (or several) per text: the same scores on every split
+            return seqcls.build_compute_metrics(model.config.id2label, scheme, data_args.multi_label_threshold)
         return seqwin.build_compute_metrics(
             tokenized[name],
             model.config.id2label,
@@ -254,7 +284,7 @@ def run(argv=None) -> dict:
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=window_metrics("validation")
-        if "validation" in tokenized
+        if "validation" in tokenized or seq_cls
         else build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
     )
     if training_args.should_save:
@@ -292,13 +322,27 @@ def run(argv=None) -> dict:
             output = trainer.predict(test, metric_key_prefix="test")
         finally:
             trainer.compute_metrics = eval_metrics
-        predicted, missing = word_predictions(test, output.predictions, model.config.id2label, constraints)
-        metrics = dict(output.metrics, test_samples=len(raw["test"]), test_windows=len(test))
-        metrics["test_words_truncated"] = missing
-        if missing:
-            logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")
-        if trainer.is_world_process_zero():
-            write_predictions(os.path.join(training_args.output_dir, "test_predictions.txt"), raw["test"], predicted)
+        if seq_cls:  # test_predictions.jsonl, per-class report, confusion matrix PNG
+            metrics = dict(output.metrics, test_samples=len(raw["test"]), test_texts_truncated=truncated["test"])
+            if trainer.is_world_process_zero():
+                seqcls.write_test_outputs(
+                    training_args.output_dir,
+                    raw["test"],
+                    test,
+                    output.predictions,
+                    model.config.id2label,
+                    scheme,
+                    data_args.multi_label_threshold,
+                )
+        else:
+            predicted, missing = word_predictions(test, output.predictions, model.config.id2label, constraints)
+            metrics = dict(output.metrics, test_samples=len(raw["test"]), test_windows=len(test))
+            metrics["test_words_truncated"] = missing
+            if missing:
+                logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")
+            if trainer.is_world_process_zero():
+                path = os.path.join(training_args.output_dir, "test_predictions.txt")
+                write_predictions(path, raw["test"], predicted)
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
         results["test"] = metrics

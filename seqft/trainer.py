@@ -9,6 +9,11 @@ One home and one hook per feature:
 | PEFT         | seqft/adapters.py   | construction: `peft_config=`                                          |
 | distillation | seqft/distill.py    | construction: `teacher_model=`; `compute_loss` adds the soft loss     |
 | model card   | seqft/model_card.py | `create_model_card`                                                   |
+| class weights| seqft/seqcls.py     | construction: `class_weights` -> a weight tensor in the loss closure  |
+| checkpoints  | seqft/checkpoints.py| `_save_checkpoint`: into tmp-checkpoint-N/, renamed when complete     |
+
+On several ranks, what features log is averaged over ranks, and so is the loss that `train()` adds to train_loss at
+the end (the stock Trainer takes rank 0's share of it); evaluation keeps the input order.
 
 Documented override points for subclasses: `compute_loss` (call `super()`), `compute_distillation_loss`,
 `get_layer_id`, `create_model_card`. Everything else is private.
@@ -24,6 +29,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
 from . import checkpoints, optim
+from .seqcls import class_weight_tensor, multi_label_loss
 
 
 def _base_model(model):
@@ -59,9 +65,12 @@ class SeqFTTrainer(Trainer):
             model = wrap_model(model, peft_config)
         if compute_loss_func is None and model is not None and not declares_own_loss_scaling(model):
             smoothing = args.label_smoothing_factor if args is not None else 0.0
+            # class_weights (seqft/seqcls.py): per-class weights of the training loss; evaluation loss stays unweighted
+            weight = class_weight_tensor(getattr(args, "class_weights", None), kwargs.get("train_dataset"), model)
 
             def compute_loss_func(outputs, labels, num_items_in_batch=None):
-                return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing)
+                weighted = weight if weight is not None and self.model.training else None
+                return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
 
         super().__init__(model=model, args=args, compute_loss_func=compute_loss_func, **kwargs)
         self._metrics = defaultdict(list)
@@ -75,17 +84,27 @@ class SeqFTTrainer(Trainer):
     # Loss
 
     @staticmethod
-    def token_loss(outputs, labels, num_items_in_batch=None, label_smoothing: float = 0.0) -> torch.Tensor:
+    def token_loss(
+        outputs, labels, num_items_in_batch=None, label_smoothing: float = 0.0, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cross-entropy summed over labelled positions and divided by the labelled count of the whole step.
 
         `num_items_in_batch` counts labels != -100 over all accumulated micro-batches (and all ranks), so the loss
         and gradients do not depend on how a batch is split. Works for token (B,T,C) and sequence (B,C) logits.
+        `weight`: per-class weights (`class_weights`); the weighted sum is still divided by the labelled count.
+        Multi-hot labels of the logits' shape (multi-label sequence classification) get binary cross-entropy per
+        (text, label) entry, `weight` as per-label `pos_weight` (`seqft.seqcls.multi_label_loss`).
         """
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        if labels.shape == logits.shape:
+            return multi_label_loss(logits, labels, num_items_in_batch, weight, label_smoothing)
         # shape: (N, num_labels), N = every position
         flat = logits.reshape(-1, logits.shape[-1]).float()
         target = labels.reshape(-1).to(flat.device)
-        loss = F.cross_entropy(flat, target, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
+        weight = weight.to(flat.device) if weight is not None else None
+        loss = F.cross_entropy(
+            flat, target, weight=weight, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing
+        )
         if num_items_in_batch is None:
             num_items_in_batch = target.ne(-100).sum().clamp(min=1)
         if torch.is_tensor(num_items_in_batch):
