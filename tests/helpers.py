@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import BertConfig, BertTokenizerFast
 
-WORDS = (
+WORDS = (  # noqa: SIM905 (a sentence reads better than a list literal)
     "john smith lives in new york and works for acme corp . mary visited paris last week with the "
     "united nations team , said reuters on monday . berlin is a city in germany"
 ).split()
@@ -17,7 +17,10 @@ PIECES = ["##s", "##er", "##ing", "##ed", "##a", "##b"]
 SENTENCES = [
     (["John", "Smith", "lives", "in", "New", "York", "."], ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"]),
     (["Mary", "visited", "Paris", "last", "week", "."], ["B-PER", "O", "B-LOC", "O", "O", "O"]),
-    (["Acme", "Corp", "works", "with", "the", "United", "Nations", "."], ["B-ORG", "I-ORG", "O", "O", "O", "B-ORG", "I-ORG", "O"]),
+    (
+        ["Acme", "Corp", "works", "with", "the", "United", "Nations", "."],
+        ["B-ORG", "I-ORG", "O", "O", "O", "B-ORG", "I-ORG", "O"],
+    ),
     (["Reuters", "said", "on", "Monday", "."], ["B-ORG", "O", "O", "O", "O"]),
     (["Berlin", "is", "a", "city", "in", "Germany", "."], ["B-LOC", "O", "O", "O", "O", "B-LOC", "O"]),
     (["John", "works", "for", "Acme", "in", "Berlin", "."], ["B-PER", "O", "O", "B-ORG", "O", "B-LOC", "O"]),
