@@ -317,18 +317,21 @@ class DataArguments:
     def _check_classification(self):
         _check(self.task in TASKS, "task", self.task, "one of " + ", ".join(TASKS))
         if self.task != "sequence-classification":
-            only = (
-                "text_column_names",
-                "text_pair_column_name",
-                "csv_column_names",
-                "label_names_file",
-                "problem_type",
-            )
-            for key in only:
-                if getattr(self, key) is not None:
+            seqcls_defaults = {
+                "text_column_names": None,
+                "text_pair_column_name": None,
+                "csv_column_names": None,
+                "label_names_file": None,
+                "label_id_base": None,
+                "problem_type": None,
+                "csv_header": True,
+                "text_separator": " ",
+                "multi_label_threshold": 0.5,
+                "truncation_side": "right",
+            }
+            for key, default in seqcls_defaults.items():
+                if getattr(self, key) != default:
                     raise RecipeError(f"'{key}' applies to task sequence-classification; set 'task' or remove it.")
-            if not self.csv_header:
-                raise RecipeError("'csv_header' applies to task sequence-classification; set 'task' or remove it.")
             return
         if self.problem_type is not None:
             _check(self.problem_type in PROBLEM_TYPES, "problem_type", self.problem_type, " or ".join(PROBLEM_TYPES))

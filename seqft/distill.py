@@ -74,6 +74,11 @@ gradients to reduce); under DeepSpeed it gets its own inference engine, sharded 
 under ZeRO-3 is refused: its differentiable marginals run outside the CRF's forward, where ZeRO-3 does not gather
 its parameters. An adapter-only PEFT directory is refused with the fix (`merge_adapter`).
 
+**Sequence classification** (`*ForSequenceClassification`, seqft/seqcls.py): logits are `(batch, num_labels)`, one
+item per text (labels != -100), and the same KL applies per text, divided by the texts of the step; hidden states
+are matched at each text's first (`[CLS]`) token. The teacher must share the student's tokenizer and is run every
+step (no precomputed targets); multi-label (sigmoid) classifiers are not distilled.
+
 **Student from the teacher.** `build_student_from_teacher(teacher, [0, 2, 4])` deep-copies the teacher keeping those
 encoder blocks, in that order (DistilBERT-style initialisation); embeddings, head and CRF are copied.
 """
@@ -96,6 +101,7 @@ from torch import nn
 
 from . import data as seqdata
 from .errors import DataError, RecipeError
+from .seqcls import is_sequence_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -454,7 +460,7 @@ def teacher_log_distribution(
 def load_teacher(name_or_path: str, **kwargs) -> nn.Module:
     """A fine-tuned token-classification model from a directory, Hub id or `pkg://` path; a seqft CRF checkpoint
     loads through the Auto classes. `kwargs` go to `from_pretrained` (cache_dir, revision, token, ...)."""
-    from transformers import AutoModelForTokenClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     from . import modeling  # noqa: F401  registers SeqFTCRFForTokenClassification with the Auto classes
 
@@ -469,7 +475,9 @@ def load_teacher(name_or_path: str, **kwargs) -> nn.Module:
             "a full model: train the teacher with merge_adapter: true and use its output_dir/merged."
         )
     try:
-        return AutoModelForTokenClassification.from_pretrained(path, **kwargs)
+        sequence_level = is_sequence_classifier(AutoConfig.from_pretrained(path, **kwargs))  # (B, C) logits
+        auto = AutoModelForSequenceClassification if sequence_level else AutoModelForTokenClassification
+        return auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise RecipeError(
             f"teacher_model_name_or_path={name_or_path!r}: could not load a token-classification model ({err})."
@@ -712,6 +720,12 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
     else:
         same = same_tokenizer(teacher_tokenizer, student_tokenizer)
     precomputed = args.precompute_teacher or not same
+    if is_sequence_classifier(student):  # one (B, C) distribution per text: same tokenizer, softmax heads only
+        if precomputed:
+            why = "precompute_teacher is set" if same else "the teacher's tokenizer differs from the student's"
+            raise RecipeError(f"distilling a sequence classifier reads the teacher every step, but {why}.")
+        if getattr(student.config, "problem_type", None) == "multi_label_classification":
+            raise RecipeError("distillation of multi-label classifiers (sigmoid outputs) is not supported.")
 
     layer_map = None
     if args.distill_hidden_weight > 0:
@@ -915,8 +929,11 @@ def distillation_loss(trainer, model, inputs: Mapping, student_outputs, num_item
     loss = args.distill_alpha * soft
     parts = {"loss_soft": soft}
     if want_hidden:
+        student_hidden = student_outputs["hidden_states"]
+        if logits.dim() == 2:  # sequence classification: one item per text, matched at its first ([CLS]) token
+            student_hidden, teacher_hidden = [h[:, 0] for h in student_hidden], [h[:, 0] for h in teacher_hidden]
         hidden = hidden_state_loss(
-            student_outputs["hidden_states"],
+            student_hidden,
             teacher_hidden,
             plan.layer_map,
             mask,

@@ -35,6 +35,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from . import labels as schemes
+from . import seqcls
 from .parser import SECRET_KEYS
 
 README = "README.md"
@@ -133,6 +134,9 @@ def build_model_card(
     ) or schemes.detect_scheme([labels])
     is_crf = getattr(config, "model_type", None) == "seqft_crf"
     task_name = recipe.get("task_name") or "ner"
+    pipeline_task = "text-classification" if seqcls.is_sequence_classifier(base) else "token-classification"
+    if pipeline_task == "text-classification":
+        scheme = "plain"  # class names, no tag scheme: accuracy and micro/macro F1 over classes
 
     repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or model_name
     repo_id = repo_id or os.path.basename(os.path.normpath(output_dir))
@@ -174,14 +178,14 @@ def build_model_card(
         language=language,
         license=license,
         library_name="peft" if is_adapter else "transformers",
-        pipeline_tag="token-classification",
+        pipeline_tag=pipeline_task,
         tags=all_tags,
         base_model=base_model,
         datasets=hub_datasets or None,
         metrics=["accuracy", "f1"] if scheme == "plain" else ["precision", "recall", "f1", "accuracy"],
         model_name=model_name,
         eval_results=eval_results(results, task_name, scheme, hub_datasets[0] if hub_datasets else None,
-                                  dataset_label, dataset_config) or None,
+                                  dataset_label, dataset_config, pipeline_task) or None,
     )  # fmt: skip
     context = {
         "card_data": card_data.to_yaml(),
@@ -200,7 +204,9 @@ def build_model_card(
         "summary": summary_table(results, scheme),
         "per_type": per_type,
         "plots": plot_links,
-        "usage": usage_snippet(repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model),
+        "usage": seqcls.usage_snippet(repo_id, is_adapter)
+        if pipeline_task == "text-classification"
+        else usage_snippet(repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model),
         "hyperparameters": hyperparameters(args),
         "training_log": training_log(trainer.state.log_history, scheme),
         "recipe_json": json.dumps(public_recipe(recipe), indent=2) if recipe else None,
@@ -299,6 +305,8 @@ def enabled_features(trainer, model, base, is_adapter: bool, is_crf: bool) -> li
         settings = {"learning_rate": args.learning_rate, "layer_decay": args.layer_decay}
         settings["head_learning_rate"] = args.head_learning_rate or args.learning_rate
         features.append(Feature("LLRD", ["llrd"], {k: v for k, v in settings.items() if v is not None}))
+    if getattr(args, "class_weights", None) is not None:  # seqft/seqcls.py: weighted training loss
+        features.append(Feature("Class weights", ["class-weights"], {"class_weights": args.class_weights}))
     teacher = getattr(trainer, "teacher_model", None)
     teacher_name = getattr(args, "teacher_model_name_or_path", None)
     if teacher is not None or teacher_name:
@@ -325,6 +333,7 @@ def eval_results(
     hub_dataset: str | None,
     dataset_label: str,
     dataset_config: str | None,
+    task_type: str = "token-classification",
 ) -> list[EvalResult]:
     """One `EvalResult` per split and metric; `huggingface_hub` turns them into the `model-index`."""
     if scheme == "plain":
@@ -338,7 +347,7 @@ def eval_results(
             if isinstance(metrics.get(key), (int, float)):
                 out.append(
                     EvalResult(
-                        task_type="token-classification",
+                        task_type=task_type,
                         task_name=task_name.upper() if len(task_name) <= 5 else task_name,
                         dataset_type=hub_dataset or "custom",
                         dataset_name=dataset_label,

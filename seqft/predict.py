@@ -27,6 +27,10 @@ that slice of the text, `*_word` are word indices (end exclusive), `score` is th
 probability of the predicted tag at the word's first subword. These are the entities of
 `pipeline("token-classification", aggregation_strategy="first")` on texts that fit one window, with words split on
 whitespace. `--format conll`: one word per line with its predicted tag last.
+
+Sequence classifiers (`task: sequence-classification`) read raw text (one text per line) or JSON Lines
+(`{"text": ..., "text_pair": ...}`) and write one JSON line per text with `label` and `score`, as
+`pipeline("text-classification")` scores them (multi-label: also `labels` and `scores`); see `seqft.seqcls`.
 """
 
 from __future__ import annotations
@@ -517,6 +521,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the number of texts labelled. Inputs are read and checked before the model loads."""
     args = build_parser().parse_args(argv)
     check_model_dir(args.model_dir)
+    from . import seqcls
+
+    if seqcls.is_sequence_classifier_dir(args.model_dir):  # a label (or several) per text: seqft/seqcls.py
+        return seqcls.predict_cli(args)
     paths = args.inputs or ["-"]
     contents = [read_lines(path) for path in paths]
     labels = saved_labels(args.model_dir)

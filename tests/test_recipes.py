@@ -11,6 +11,14 @@ from seqft.train import main
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.json"))
 DATA_KEYS = ("dataset_name", "dataset_config_name", "train_file", "validation_file", "test_file")
+# Sequence-classification recipes get an AG News-style fixture: headerless CSV with 1-based ids and a names file.
+SEQCLS_KEYS = {
+    "csv_header": False,
+    "csv_column_names": ["label", "title", "description"],
+    "text_column_names": ["title", "description"],
+    "text_column_name": None,
+    "label_column_name": "label",
+}
 
 
 def test_there_are_recipes():
@@ -30,6 +38,9 @@ def fixtures(tmp_path_factory):
     save_tiny_bert(root / "encoder")
     write_conll(root / "train.txt", SENTENCES * 2)
     write_conll(root / "test.txt", SENTENCES[:2])
+    rows = [f'"{k % 4 + 1}","{" ".join(w)}","{" ".join(w[:2])}"' for k, (w, _) in enumerate(SENTENCES * 2)]
+    (root / "texts.csv").write_text("\n".join(rows) + "\n")
+    (root / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
     teacher = root / "teacher"
     args = {
         "model_name_or_path": str(root / "encoder"),
@@ -73,6 +84,10 @@ def test_recipe_dry_runs(path, fixtures, tmp_path):
         recipe["teacher_model_name_or_path"] = str(fixtures / "teacher")
     if recipe.get("student_layers"):
         recipe["student_layers"] = [0]
+    if recipe.get("task") == "sequence-classification":
+        csv_file = str(fixtures / "texts.csv")
+        recipe.update(SEQCLS_KEYS, train_file=csv_file, validation_file=csv_file, test_file=csv_file)
+        recipe["label_names_file"] = str(fixtures / "classes.txt")
     (tmp_path / "r.json").write_text(json.dumps(recipe))
     assert main([str(tmp_path / "r.json")]) == 0
     assert (tmp_path / "out" / "seqft_recipe.json").is_file()
