@@ -194,6 +194,8 @@ def build_model_card(
         "base_link": _base_link(base_model, base_spec),
         "data_link": _data_link(hub_datasets, dataset_config, dataset_label),
         "task_name": task_name,
+        "task_kind": pipeline_task.replace("-", " "),
+        "is_classifier": pipeline_task == "text-classification",
         "scheme": scheme,
         "labels": labels,
         "entity_types": [] if scheme == "plain" else schemes.entity_types(labels),
@@ -213,6 +215,9 @@ def build_model_card(
         "versions": framework_versions(record),
         "has_tensorboard": os.path.isdir(os.path.join(output_dir, "runs")),
     }
+    classifier_confusion = seqcls.CONFUSION_FILE.format(split="test")
+    if context["is_classifier"] and os.path.isfile(os.path.join(output_dir, classifier_confusion)):
+        context["plots"] = {**plot_links, "confusion_matrix": classifier_confusion}
     card = ModelCard(render(context))
     ModelCardData(**card.data.to_dict())  # the metadata, model-index included, parses back
     return card
