@@ -176,6 +176,22 @@ class SeqFTTrainer(Trainer):
     # ----------------------------------------------------------------------------------------------------------
     # Evaluation order, logging, model card
 
+    def _get_train_sampler(self, train_dataset=None):
+        # group_by_length: the stock length groups, served in random order (see ShuffledLengthGroupedSampler).
+        # The dataloader's copy has lost the `length` column (unused by the model); self.train_dataset, same rows in
+        # the same order, still has it.
+        column = self.args.length_column_name
+        candidates = [d for d in (train_dataset, self.train_dataset) if d is not None]
+        dataset = next((d for d in candidates if column in getattr(d, "column_names", ())), None)
+        same_rows = dataset is not None and len(dataset) == len(candidates[0])
+        if self.args.train_sampling_strategy != "group_by_length" or not same_rows:
+            return super()._get_train_sampler(train_dataset)
+        from .data import ShuffledLengthGroupedSampler
+
+        return ShuffledLengthGroupedSampler(
+            dataset[column], self.args.train_batch_size * self.args.gradient_accumulation_steps
+        )
+
     def _get_eval_sampler(self, eval_dataset):
         # The stock Trainer permutes evaluation and prediction order under group_by_length (on any number of ranks),
         # which misaligns a predictions file with its input. seqft sorts eval/test sets by length up front instead

@@ -247,3 +247,20 @@ def test_hub_style_dataset_with_class_labels(tmp_path):
     assert raw["train"]["tags"] == [t for _, t in SENTENCES]
     with pytest.raises(DataError, match="could not load dataset 'no/such-dataset'"):
         seqdata.load_raw_splits(data_args(dataset_name="no/such-dataset"), seed=0)
+
+
+def test_shuffled_length_groups_keep_the_grouping_and_break_the_sweep():
+    import torch
+
+    lengths = [int(x) for x in torch.randint(3, 60, (1000,), generator=torch.Generator().manual_seed(0))]
+    torch.manual_seed(1)
+    order = list(seqdata.ShuffledLengthGroupedSampler(lengths, batch_size=8))
+    assert sorted(order) == list(range(1000))  # a permutation: every example once per epoch
+    batches = [order[i : i + 8] for i in range(0, 1000, 8)]
+    spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert sorted(spans)[len(spans) // 2] <= 2  # batches are still length groups (little padding)
+    maxima = [max(lengths[i] for i in b) for b in batches[:50]]
+    descending = sum(a >= b for a, b in zip(maxima, maxima[1:]))
+    assert descending < 40  # the stock sampler's first megabatch runs longest -> shortest (49 of 49)
+    torch.manual_seed(1)
+    assert list(seqdata.ShuffledLengthGroupedSampler(lengths, batch_size=8)) == order  # seeded

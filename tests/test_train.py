@@ -191,3 +191,27 @@ def test_cli_crf_end_to_end(fixture_dir, tmp_path):
         assert validate_sequence(predicted, "IOB2") is None
         ids = [model.config.label2id[t] for t in predicted]
         assert bool(start[ids[0]]) and all(bool(allowed[a, b]) for a, b in zip(ids, ids[1:]))
+
+
+def test_group_by_length_serves_shuffled_length_groups(tmp_path):
+    from seqft.data import ShuffledLengthGroupedSampler
+
+    tok = tiny_tokenizer()
+    raw = Dataset.from_dict({"tokens": [w for w, _ in SENTENCES], "tags": [["O"] * len(w) for w, _ in SENTENCES]})
+    ds = seqdata.tokenize_split(raw, tok, {"O": 0}, 32, False)
+    from helpers import tiny_bert_config
+
+    args = SeqFTConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, train_sampling_strategy="group_by_length",
+        use_cpu=True, report_to="none",
+    )  # fmt: skip
+    trainer = SeqFTTrainer(
+        model=BertForTokenClassification(tiny_bert_config(num_labels=1)),
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForTokenClassification(tok),
+    )
+    # what the Trainer's dataloader asks for: the sampler of the column-stripped copy of the dataset
+    sampler = trainer._get_train_sampler(trainer._remove_unused_columns(ds))
+    assert isinstance(sampler, ShuffledLengthGroupedSampler)
+    assert sampler.lengths == ds["length"]
