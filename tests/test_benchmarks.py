@@ -1,0 +1,68 @@
+"""The benchmark harness runs end to end (`--quick`) on a tiny local encoder and CoNLL fixture, so it cannot rot.
+
+Speed itself is measured by `benchmarks/bench_train.py`, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import SENTENCES, save_tiny_bert, write_conll
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks" / "bench_train.py"
+
+
+def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run(
+        [sys.executable, str(BENCH), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_quick_run_reports_every_arm(tmp_path):
+    model = save_tiny_bert(tmp_path / "model")
+    train = write_conll(tmp_path / "train.txt", SENTENCES * 4)  # 24 sentences: 3 steps of 8
+    test = write_conll(tmp_path / "test.txt")
+    prefix = tmp_path / "bench"
+    proc = run_bench(
+        "--quick",
+        "--arms", "all",
+        "--model", str(model),
+        "--train_file", str(train),
+        "--test_file", str(test),
+        "--threads", "1",
+        "--output", str(prefix),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    record = json.loads(prefix.with_suffix(".json").read_text())
+    rows = {row["arm"]: row for row in record["rows"]}
+    assert {"plain", "plain_grouped", "seqft", "seqft_rebalance", "seqft_shuffled"} <= set(rows)  # every arm
+    words = sum(len(w) for w, _ in SENTENCES)
+    for row in rows.values():
+        assert row["steps"] == 3 and row["rounds"] == 2  # optimiser steps of 8 sentences, whatever the micro-batches
+        assert row["real_tokens"] == rows["plain"]["real_tokens"] > 0  # same sentences, same subwords
+        assert row["real_tokens"] <= row["positions"]
+        assert 0.0 <= row["f1"] <= 1.0
+        assert row["words_scored"] == row["words_total"] == words  # every test word scored once
+        assert row["peak_rss_mib"] > 0 and row["tokens_per_s_median"] > 0
+    assert rows["plain"]["ratio_vs_baseline_median"] == 1.0
+    # With every feature off SeqFTTrainer trains like the stock Trainer: same sampler, same batches, same loss.
+    assert rows["seqft"]["train_loss"] == pytest.approx(rows["plain_grouped"]["train_loss"], rel=1e-5)
+
+    table = prefix.with_suffix(".md").read_text()
+    assert table.startswith("| arm | real tokens/s, median of rounds | vs plain, median of round ratios |")
+    for arm in rows:
+        assert f"| {arm} |" in table
+
+
+def test_unknown_arm_is_refused_with_the_registered_names():
+    proc = run_bench("--arms", "plain,nope", timeout=60)
+    assert proc.returncode == 2
+    assert "unknown arm(s) ['nope']; registered: ['plain', 'plain_grouped', 'seqft', " in proc.stderr
