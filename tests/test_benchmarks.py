@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from helpers import SENTENCES, save_tiny_bert, write_conll
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +52,9 @@ def test_quick_run_reports_every_arm(tmp_path):
         assert row["words_scored"] == row["words_total"] == words  # every test word scored once
         assert row["peak_rss_mib"] > 0 and row["tokens_per_s_median"] > 0
     assert rows["plain"]["ratio_vs_baseline_median"] == 1.0
-    # With every feature off SeqFTTrainer trains like the stock Trainer: same sampler, same batches, same loss.
-    assert rows["seqft"]["train_loss"] == pytest.approx(rows["plain_grouped"]["train_loss"], rel=1e-5)
+    # seqft serves the stock length groups in random order: the same batches (so the same padded positions),
+    # another order.
+    assert rows["seqft"]["positions"] == rows["plain_grouped"]["positions"]
 
     table = prefix.with_suffix(".md").read_text()
     assert table.startswith("| arm | real tokens/s, median of rounds | vs plain, median of round ratios |")
