@@ -276,7 +276,11 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None) -> Dataset
     for split, path in zip(SPLITS, (data_args.train_file, data_args.validation_file, data_args.test_file)):
         if path:
             splits[split] = read_file(path, data_args)
-    out = DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()})
+    return carve_and_limit(DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed)
+
+
+def carve_and_limit(out: DatasetDict, data_args, seed: int) -> DatasetDict:
+    """Carve missing test/validation splits from train (seeded), then apply the max_*_samples limits."""
     for split, share in (
         ("test", data_args.test_split_percentage),
         ("validation", data_args.validation_split_percentage),

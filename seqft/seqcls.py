@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import data as seqdata
 from .errors import DataError, RecipeError, SeqFTError
 
 logger = logging.getLogger("seqft")
@@ -433,22 +434,7 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None):
         splits[split] = normalise_records(read_records(path, data_args), path, data_args)
     names = read_label_names(data_args.label_names_file) if data_args.label_names_file else None
     multi = resolve_label_names(splits, data_args, names)
-    out = DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()})
-    for split, share in (
-        ("test", data_args.test_split_percentage),
-        ("validation", data_args.validation_split_percentage),
-    ):
-        if share is None or split in out:
-            continue
-        if "train" not in out:
-            raise DataError(f"cannot carve a {split} split: there is no training data.")
-        parts = out["train"].train_test_split(test_size=share, seed=seed, shuffle=True)
-        out["train"], out[split] = parts["train"], parts["test"]
-    for split, limit in zip(
-        SPLITS, (data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples)
-    ):
-        if limit is not None and split in out:
-            out[split] = out[split].select(range(min(limit, len(out[split]))))
+    out = seqdata.carve_and_limit(DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed)
     del multi  # multi-label splits hold lists of names; prepare_labels reads it from there
     return out
 
