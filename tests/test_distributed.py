@@ -415,6 +415,20 @@ def test_deepspeed_two_ranks(stage, fixtures, reference):
     assert (out / "checkpoint-2" / "latest").read_text().strip() == "global_step2"  # DeepSpeed's own shards
 
 
+def test_zero3_two_ranks_with_distillation(fixtures, reference):
+    """ZeRO-3 with distillation, LoRA and LLRD together: the teacher runs sharded in its own DeepSpeed engine. The
+    student is a softmax tagger here, because a CRF student under ZeRO-3 is refused (see ZERO3_EXCLUDED)."""
+    if "teacher_model_name_or_path" not in features():
+        pytest.skip("distillation has not landed")
+    exclude = ("use_crf",) if "use_crf" in features() else ()
+    path = recipe(fixtures, "zero3-distill", exclude, deepspeed=str(fixtures / "ds_zero3.json"))
+    launch(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "seqft.train", path])
+    check_two_rank_run(fixtures / "zero3-distill", reference(exclude), rtol=1e-3, atol=1e-5, loss_rel=1e-4)
+    log = json.loads((fixtures / "zero3-distill" / "trainer_state.json").read_text())["log_history"]
+    assert any("loss_soft" in entry for entry in log)  # the teacher really took part
+    assert (fixtures / "zero3-distill" / "adapter_config.json").is_file()
+
+
 # --- the loss and gradients do not depend on the number of ranks --------------------------------------------------
 
 
