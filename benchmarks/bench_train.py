@@ -322,6 +322,24 @@ def build_seqft_tokennorm(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, trainer_kwargs={"compute_loss_func": loss_per_mean_step})
 
 
+@register_arm("seqft_crf", "seqft + CRF head (use_crf, head/CRF learning rate 1e-3 as in recipes/conll_crf.json)")
+def build_seqft_crf(ctx: BenchContext) -> ArmSetup:
+    return build_seqft(ctx, model_overrides={"use_crf": True}, training_overrides={"head_learning_rate": 1e-3})
+
+
+@register_arm("seqft_lora", "seqft + LoRA r16/alpha 32 on query/key/value/dense, lr 1e-3 (head trained too)")
+def build_seqft_lora(ctx: BenchContext) -> ArmSetup:
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["query", "key", "value", "dense"]}
+    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+
+
+@register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
+def build_seqft_llrd(ctx: BenchContext) -> ArmSetup:
+    return build_seqft(
+        ctx, training_overrides={"learning_rate": 1.5e-4, "layer_decay": 0.85, "head_learning_rate": 1e-3}
+    )
+
+
 @register_arm(
     "seqft_shuffled",
     "seqft's length-grouped batches in random order; since SeqFTTrainer serves group_by_length this way "
