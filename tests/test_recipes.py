@@ -55,6 +55,10 @@ def fixtures(tmp_path_factory):
     }
     (root / "teacher.json").write_text(json.dumps(args))
     assert main([str(root / "teacher.json")]) == 0
+    # a CRF teacher too: a student built from the teacher's layers keeps the teacher's head
+    crf_args = dict(args, output_dir=str(root / "teacher_crf"), use_crf=True)
+    (root / "teacher_crf.json").write_text(json.dumps(crf_args))
+    assert main([str(root / "teacher_crf.json")]) == 0
     return root
 
 
@@ -81,7 +85,7 @@ def test_recipe_dry_runs(path, fixtures, tmp_path):
     recipe.pop("validation_split_percentage", None)
     recipe.pop("test_split_percentage", None)
     if "teacher_model_name_or_path" in recipe:
-        recipe["teacher_model_name_or_path"] = str(fixtures / "teacher")
+        recipe["teacher_model_name_or_path"] = str(fixtures / ("teacher_crf" if recipe.get("use_crf") else "teacher"))
     if recipe.get("student_layers"):
         recipe["student_layers"] = [0]
     if recipe.get("task") == "sequence-classification":
