@@ -236,8 +236,10 @@ def read_file(path: str, data_args) -> dict[str, list]:
     raise DataError(f"{spec}: unknown file type '{suffix}'. Use CoNLL columns (.txt/.conll), .json, .jsonl or .csv.")
 
 
-def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list]]:
-    from datasets import ClassLabel, load_dataset
+def load_hub_splits(data_args, cache_dir=None, token=None) -> dict:
+    """`datasets.load_dataset(dataset_name, dataset_config_name)` -> {split: Dataset}, with `valid`/`dev` named
+    `validation` and one clean error when loading fails (offline, unknown name, ...)."""
+    from datasets import load_dataset
 
     try:
         raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token)
@@ -246,9 +248,14 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
             f"could not load dataset '{data_args.dataset_name}' ({type(err).__name__}: {err}). Offline? Point "
             "train_file/validation_file/test_file at local files instead."
         ) from None
+    return {("validation" if split in ("valid", "dev") else split): ds for split, ds in raw.items()}
+
+
+def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list]]:
+    from datasets import ClassLabel
+
     out = {}
-    for split, ds in raw.items():
-        split = "validation" if split in ("valid", "dev") else split
+    for split, ds in load_hub_splits(data_args, cache_dir=cache_dir, token=token).items():
         names = ds.column_names
         text_col = _pick_column(
             names, data_args.text_column_name, ("tokens", "words"), 0, data_args.dataset_name, "text"

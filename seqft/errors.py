@@ -11,3 +11,15 @@ class RecipeError(SeqFTError, ValueError):
 
 class DataError(SeqFTError, ValueError):
     """Input data is missing, malformed, or inconsistent with the labels."""
+
+
+def run_cli(run, argv=None) -> int:
+    """Call `run(argv)`; a SeqFTError becomes one `seqft: error: ...` line on stderr and exit status 2."""
+    import sys
+
+    try:
+        run(argv)
+    except SeqFTError as err:
+        print(f"seqft: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import labels as schemes
 from . import windows
-from .errors import DataError, SeqFTError
+from .errors import DataError, SeqFTError, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -559,12 +559,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        run(argv)
-    except SeqFTError as err:
-        print(f"seqft: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

@@ -223,18 +223,10 @@ def normalise_records(records: Sequence[tuple[str, dict]], path: str, data_args)
 
 
 def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list]]:
-    from datasets import ClassLabel, load_dataset
+    from datasets import ClassLabel
 
-    try:
-        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token)
-    except Exception as err:  # datasets raises many types; report one clean message
-        raise DataError(
-            f"could not load dataset '{data_args.dataset_name}' ({type(err).__name__}: {err}). Offline? Point "
-            "train_file/validation_file/test_file at local files instead."
-        ) from None
     out = {}
-    for split, ds in raw.items():
-        split = "validation" if split in ("valid", "dev") else split
+    for split, ds in seqdata.load_hub_splits(data_args, cache_dir=cache_dir, token=token).items():
         where = f"{data_args.dataset_name}[{split}]"
         texts, pair, label = _columns(data_args, ds.column_names, where)
         feature = ds.features[label]

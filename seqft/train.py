@@ -23,7 +23,7 @@ from . import adapters, checkpoints, distill, seqcls
 from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
-from .errors import RecipeError, SeqFTError
+from .errors import RecipeError, SeqFTError, run_cli
 from .metrics import build_compute_metrics
 from .parser import parse_recipe, resolved_recipe
 from .trainer import SeqFTTrainer
@@ -361,12 +361,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    try:
-        run(argv)
-    except SeqFTError as err:
-        print(f"seqft: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":
