@@ -327,6 +327,11 @@ def build_seqft_crf(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, model_overrides={"use_crf": True}, training_overrides={"head_learning_rate": 1e-3})
 
 
+@register_arm("seqft_head_lr", "seqft with the head at learning rate 1e-3 and no CRF: seqft_crf's control")
+def build_seqft_head_lr(ctx: BenchContext) -> ArmSetup:
+    return build_seqft(ctx, training_overrides={"head_learning_rate": 1e-3})
+
+
 @register_arm("seqft_lora", "seqft + LoRA r16/alpha 32 on query/key/value/dense, lr 1e-3 (head trained too)")
 def build_seqft_lora(ctx: BenchContext) -> ArmSetup:
     lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["query", "key", "value", "dense"]}
