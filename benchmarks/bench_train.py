@@ -114,12 +114,13 @@ def register_arm(name: str, description: str):
 class BenchContext:
     """What every arm shares: settings, the model path, and the raw IOB2 sentences (read once by seqft.data)."""
 
-    def __init__(self, settings: BenchSettings, workdir: str):
+    def __init__(self, settings: BenchSettings, workdir: str, learning_rate: float | None = None):
         from seqft import data as seqdata
         from seqft.configs import DataArguments
 
         self.settings = settings
         self.workdir = workdir
+        self.learning_rate = learning_rate  # an `ARM@LR` variant's learning rate: wins over the arm's own
         self.model_path = seqdata.resolve_path(settings.model)
         data_args = DataArguments(
             train_file=settings.train_file,
@@ -155,6 +156,8 @@ class BenchContext:
             dataloader_num_workers=0,
         )
         values.update(overrides)
+        if self.learning_rate is not None:
+            values["learning_rate"] = self.learning_rate
         return (cls or TrainingArguments)(**values)
 
 
@@ -338,6 +341,19 @@ def build_seqft_lora(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
 
 
+ATTENTION_LORA = ["query", "key", "value", "attention.output.dense"]
+
+
+@register_arm(
+    "seqft_lora_attn",
+    "seqft + LoRA r16/alpha 32 on the attention projections (query/key/value/attention output: 1.3 % of MiniLM's "
+    "parameters trainable with the head), lr 1e-3",
+)
+def build_seqft_lora_attn(ctx: BenchContext) -> ArmSetup:
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ATTENTION_LORA}
+    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+
+
 @register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
 def build_seqft_llrd(ctx: BenchContext) -> ArmSetup:
     return build_seqft(
@@ -472,6 +488,12 @@ def arm_process(name: str, settings: BenchSettings, conn) -> None:
         conn.close()
 
 
+def split_arm(name: str) -> tuple[str, float | None]:
+    """`seqft_lora@2e-3` -> ("seqft_lora", 0.002): a registered arm run at another learning rate (sweeps)."""
+    base, _, lr = name.partition("@")
+    return base, (float(lr) if lr else None)
+
+
 def _run_arm(name: str, settings: BenchSettings, baton: Baton) -> None:
     from transformers.trainer_callback import PrinterCallback
 
@@ -480,14 +502,22 @@ def _run_arm(name: str, settings: BenchSettings, baton: Baton) -> None:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
         baton.wait()
         clock = time.perf_counter()
-        ctx = BenchContext(settings, workdir)
-        setup = ARMS[name].build(ctx)
+        base, learning_rate = split_arm(name)
+        ctx = BenchContext(settings, workdir, learning_rate)
+        setup = ARMS[base].build(ctx)
         trainer = setup.trainer
         trainer.remove_callback(PrinterCallback)  # the parent prints; arms print nothing per run
         meter = TokenMeter(trainer.model)
         gate = _make_gate(baton, meter, settings.rounds)
         trainer.add_callback(gate)
-        baton.report(phase="setup", seconds=time.perf_counter() - clock, rss_before_train_mib=_rss_mib())
+        params = list(trainer.model.parameters())
+        baton.report(
+            phase="setup",
+            seconds=time.perf_counter() - clock,
+            rss_before_train_mib=_rss_mib(),
+            trainable_params=sum(p.numel() for p in params if p.requires_grad),
+            total_params=sum(p.numel() for p in params),
+        )
 
         baton.wait()
         gate.start()
@@ -616,7 +646,8 @@ def summarise(results: dict[str, dict], baseline: str) -> list[dict]:
         rows.append(
             {
                 "arm": name,
-                "description": ARMS[name].description,
+                "description": ARMS[split_arm(name)[0]].description
+                + (f" (learning rate {split_arm(name)[1]:g})" if split_arm(name)[1] else ""),
                 "tokens_per_s_median": statistics.median(rates[name]),
                 "tokens_per_s_run": real / train_s if train_s else float("nan"),
                 "ratio_vs_baseline_median": statistics.median(ratios) if ratios else None,
@@ -634,7 +665,10 @@ def summarise(results: dict[str, dict], baseline: str) -> list[dict]:
                 "peak_rss_mib": test["peak_rss_mib"],
                 "rss_before_train_mib": res["setup"]["rss_before_train_mib"],
                 "setup_s": res["setup"]["seconds"],
+                "trainable_params": res["setup"]["trainable_params"],
+                "total_params": res["setup"]["total_params"],
                 "train_s": train_s,
+                "s_per_step": train_s / rounds[-1]["step"] if rounds[-1]["step"] else float("nan"),
                 "test_s": test["seconds"],
                 "test_useful_share": test["test_real_tokens"] / max(1, test["test_positions"]),
                 "wall_s": res["setup"]["seconds"] + train_s + test["seconds"],
@@ -646,9 +680,9 @@ def summarise(results: dict[str, dict], baseline: str) -> list[dict]:
 def markdown_table(rows: list[dict], baseline: str) -> str:
     head = (
         f"| arm | real tokens/s, median of rounds | vs {baseline}, median of round ratios | real tokens/s, whole run "
-        "| positions computed / real tokens | useful share | test F1 | peak RSS MiB | setup s | train s | test s "
-        "| wall s |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| positions computed / real tokens | useful share | test F1 | trainable params | peak RSS MiB | s/step "
+        "| setup s | train s | test s | wall s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for row in rows:
@@ -656,7 +690,9 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
         lines.append(
             f"| {row['arm']} | {row['tokens_per_s_median']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}x'} "
             f"| {row['tokens_per_s_run']:,.0f} | {row['positions']:,} / {row['real_tokens']:,} "
-            f"| {row['useful_share']:.1%} | {row['f1']:.4f} | {row['peak_rss_mib']:,.0f} | {row['setup_s']:.0f} "
+            f"| {row['useful_share']:.1%} | {row['f1']:.4f} "
+            f"| {row['trainable_params'] / row['total_params']:.1%} | {row['peak_rss_mib']:,.0f} "
+            f"| {row['s_per_step']:.2f} | {row['setup_s']:.0f} "
             f"| {row['train_s']:.0f} | {row['test_s']:.0f} | {row['wall_s']:.0f} |"
         )
     return head + "\n".join(lines) + "\n"
@@ -693,7 +729,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults = BenchSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--arms", nargs="+", default=["plain", "plain_grouped", "seqft"], help=f"from {list(ARMS)}, or 'all'"
+        "--arms",
+        nargs="+",
+        default=["plain", "plain_grouped", "seqft"],
+        help=f"from {list(ARMS)}, or 'all'; ARM@LR runs ARM at learning rate LR (e.g. seqft_lora@2e-3)",
     )
     parser.add_argument("--baseline", default="plain", help="the arm ratios are taken against")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given explicitly")
@@ -706,7 +745,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.arms = args.arms[0].split(",")
     if args.arms == ["all"]:
         args.arms = list(ARMS)
-    unknown = [a for a in args.arms if a not in ARMS]
+    unknown = []
+    for arm in args.arms:
+        try:
+            known = split_arm(arm)[0] in ARMS
+        except ValueError:
+            known = False
+        if not known:
+            unknown.append(arm)
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; registered: {list(ARMS)}")
     return args

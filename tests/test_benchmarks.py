@@ -56,6 +56,10 @@ def test_quick_run_reports_every_arm(tmp_path):
     # another order.
     assert rows["seqft"]["positions"] == rows["plain_grouped"]["positions"]
 
+    # LoRA trains a small share; full fine-tuning trains every parameter
+    assert rows["seqft"]["trainable_params"] == rows["seqft"]["total_params"]
+    assert 0 < rows["seqft_lora_attn"]["trainable_params"] < rows["seqft_lora"]["trainable_params"]
+
     table = prefix.with_suffix(".md").read_text()
     assert table.startswith("| arm | real tokens/s, median of rounds | vs plain, median of round ratios |")
     for arm in rows:
@@ -66,3 +70,30 @@ def test_unknown_arm_is_refused_with_the_registered_names():
     proc = run_bench("--arms", "plain,nope", timeout=60)
     assert proc.returncode == 2
     assert "unknown arm(s) ['nope']; registered: ['plain', 'plain_grouped', 'seqft', " in proc.stderr
+
+
+def test_learning_rate_variant_runs_the_arm_at_that_rate(tmp_path):
+    model = save_tiny_bert(tmp_path / "model")
+    train = write_conll(tmp_path / "train.txt", SENTENCES * 4)
+    test = write_conll(tmp_path / "test.txt")
+    prefix = tmp_path / "sweep"
+    proc = run_bench(
+        "--quick",
+        "--arms", "seqft", "seqft@1e-9", "seqft@3e-2",
+        "--model", str(model),
+        "--train_file", str(train),
+        "--test_file", str(test),
+        "--output", str(prefix),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {row["arm"]: row for row in json.loads(prefix.with_suffix(".json").read_text())["rows"]}
+    assert rows["seqft@3e-2"]["description"].endswith("(learning rate 0.03)")
+    # learning rate 1e-9 leaves the weights (nearly) where they were, so its loss is not the trained arms' loss
+    assert rows["seqft@1e-9"]["train_loss"] != rows["seqft@3e-2"]["train_loss"]
+    assert rows["seqft"]["train_loss"] != rows["seqft@3e-2"]["train_loss"]
+
+
+def test_learning_rate_variant_of_an_unknown_arm_is_refused():
+    proc = run_bench("--arms", "nope@1e-3", "seqft@fast", timeout=60)
+    assert proc.returncode == 2
+    assert "unknown arm(s) ['nope@1e-3', 'seqft@fast']" in proc.stderr
