@@ -53,7 +53,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-AG_NEWS = "/work/shared/data/ag_news"
+AG_NEWS = str(REPO.parent / "shared" / "data" / "ag_news")  # ../shared beside the checkout, as in CI
 TEST_ROWS = 1600
 
 

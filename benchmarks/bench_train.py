@@ -55,7 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "quickstart.json"
-CONLL = "/work/shared/data/conll2003"
+CONLL = str(REPO.parent / "shared" / "data" / "conll2003")  # ../shared beside the checkout, as in CI
 
 
 # ---------------------------------------------------------------------------------------------------------------
