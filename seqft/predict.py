@@ -26,7 +26,8 @@ offsets into the text (for word lists, into the words joined by single spaces, a
 that slice of the text, `*_word` are word indices (end exclusive), `score` is the mean over the entity's words of the
 probability of the predicted tag at the word's first subword. These are the entities of
 `pipeline("token-classification", aggregation_strategy="first")` on texts that fit one window, with words split on
-whitespace. `--format conll`: one word per line with its predicted tag last.
+whitespace, except for words the tokenizer splits at punctuation (`AL-AIN`): seqft tags each such word once, the
+pipeline tags its pieces as separate words. `--format conll`: one word per line with its predicted tag last.
 
 Sequence classifiers (`task: sequence-classification`) read raw text (one text per line) or JSON Lines
 (`{"text": ..., "text_pair": ...}`) and write one JSON line per text with `label` and `score`, as
