@@ -518,7 +518,12 @@ def markdown(rows: list[Row], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment(args) -> dict:
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: how busy the shared machine was (None where the OS has none)."""
+    return [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def environment(args, load_at_start: list[float] | None) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     import transformers
@@ -538,6 +543,7 @@ def environment(args) -> dict:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average": {"start": load_at_start, "end": load_average()},
     }
 
 
@@ -579,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out) if args.out else ROOT / "benchmarks" / "results" / ("crf_quick.md" if args.quick else "crf.md")
     )
 
+    load_at_start = load_average()
     print(f"kernels: {kernel_rounds} interleaved rounds per row ...", file=sys.stderr, flush=True)
     rows = kernel_rows(sizes["batch_size"], sizes["seq_len"], kernel_rounds, kernel_warmup, args.seed)
     if not args.no_step:
@@ -597,11 +604,18 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             row.target = None
 
-    env = environment(args)
+    env = environment(args, load_at_start)
+    load = env["load_average"]
+    busy = (
+        f", load average (1/5/15 min) {'/'.join(map(str, load['start']))} at the start and "
+        f"{'/'.join(map(str, load['end']))} at the end"
+        if load["start"] and load["end"]
+        else ""
+    )
     header = (
         f"CRF benchmark: `{env['command']}` — torch {env['torch']}, transformers {env['transformers']}, "
         f"pytorch-crf {env['pytorch-crf'] or 'absent'}, {env['threads']} thread(s) "
-        f"(`torch.set_num_threads`), {env['machine']}, {env['date']}. Times: medians of process CPU time in ms. "
+        f"(`torch.set_num_threads`), {env['machine']}{busy}, {env['date']}. Times: medians of process CPU time in ms. "
         "Ratios: medians (interquartile range) of the per-round ratios of interleaved calls, from CPU time (which "
         "leaves out waiting for a core on this shared machine) and from wall-clock time."
     )

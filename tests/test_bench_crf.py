@@ -43,6 +43,7 @@ def test_quick_run_without_pytorch_crf(bench, tmp_path, monkeypatch, capsys):
 
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["environment"]["threads"] == 1
+    assert set(record["environment"]["load_average"]) == {"start", "end"}  # how busy the shared machine was
     step = next(row for row in record["rows"] if row["name"].startswith("Training step"))
     assert step["seqft_ms"] > 0 and step["baseline_ms"] > 0 and step["ratio"] > 0
 

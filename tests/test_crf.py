@@ -164,6 +164,33 @@ def test_viterbi_matches_brute_force(num_tags, seq_len, constrained):
     assert torch.equal(decoded[1], torch.full((seq_len,), -7))  # the all-off row
 
 
+@pytest.mark.parametrize("constrained", [False, True])
+def test_viterbi_with_left_aligned_masks_matches_brute_force(constrained):
+    """Right padding only (the mask is already packed, so decoding takes its no-reordering path): rows of every length
+    from 0 to seq_len, including rows that end before the longest one."""
+    generator = torch.Generator().manual_seed(150 + constrained)
+    labels = ["O", "B-X", "I-X", "B-Y"] if constrained else None
+    crf = random_crf(4, generator, labels, "IOB2")
+    lengths = torch.tensor([5, 0, 1, 3, 4, 2, 5, 3])
+    emissions = torch.randn(8, 6, 4, generator=generator) * 2
+    for mask in (torch.arange(6) < lengths.unsqueeze(1), torch.arange(6) < lengths.clamp(min=1).unsqueeze(1)):
+        expected = torch.tensor([oracle_viterbi(crf, emissions[b], mask[b], pad_value=-7) for b in range(8)])
+        assert torch.equal(crf.decode(emissions, mask, pad_value=-7), expected)
+        for b in (0, 3):  # one row alone
+            assert torch.equal(crf.decode(emissions[b : b + 1], mask[b : b + 1], pad_value=-7)[0], expected[b])
+
+
+def test_decode_leaves_its_inputs_alone_whatever_the_grad_mode():
+    generator = torch.Generator().manual_seed(151)
+    crf = random_crf(4, generator)
+    for mask in (None, torch.tensor([[True, True, True, False]]), torch.tensor([[False, True, False, True]])):
+        emissions = torch.randn(1, 4, 4, generator=generator, requires_grad=True)
+        before = emissions.detach().clone()
+        decoded = crf.decode(emissions, mask)
+        assert decoded.dtype == torch.long and not decoded.requires_grad
+        assert torch.equal(emissions.detach(), before)
+
+
 @pytest.mark.parametrize("num_tags,seq_len", [(3, 5), (4, 4)])
 @pytest.mark.parametrize("constrained", [False, True])
 def test_marginals_match_brute_force(num_tags, seq_len, constrained):

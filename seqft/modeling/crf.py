@@ -225,48 +225,78 @@ class CRF(nn.Module):
         num_observed = (mask & (tags >= 0)).sum()
         return nll.sum() / num_observed.clamp(min=1)
 
+    @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor | None = None, pad_value: int = -100) -> torch.Tensor:
         """Viterbi: the highest-scoring tag sequence of each row, `(batch, seq_len)` long.
 
-        Off-positions get `pad_value`; a row whose mask is all off is all `pad_value`.
+        Off-positions get `pad_value`; a row whose mask is all off is all `pad_value`. Not differentiable (tags are
+        integers): it runs under `torch.no_grad()` whatever the caller's grad mode.
         """
+        # At a few tags and a few dozen rows an op costs more to dispatch than to compute, so the time goes with the
+        # number of ops: three per position in the recursion (on preallocated buffers), one per position in the
+        # backtrace, and a fixed number for everything else, none per row.
         mask = self._validate(emissions, mask=mask)
         batch_size, seq_len, num_tags = emissions.shape
-        out = torch.full((batch_size, seq_len), pad_value, dtype=torch.long, device=emissions.device)
-        order, packed_mask = self._pack(mask)
-        length = packed_mask.size(1)
+        device = emissions.device
+        lengths = mask.sum(dim=1)  # shape: (batch,)
+        length = int(lengths.max()) if mask.numel() else 0
         if length == 0:
-            return out
-        emissions = self._gather(emissions.to(self._compute_dtype(emissions)), order)  # (batch, len, num_tags)
-        start, transitions, end = self._constrained_scores(emissions.dtype)
+            return torch.full((batch_size, seq_len), pad_value, dtype=torch.long, device=device)
+        packed_mask = torch.arange(length, device=device) < lengths.unsqueeze(1)  # shape: (batch, len)
+        dtype = self._compute_dtype(emissions)
 
-        # The recursion runs unmasked over the packed prefix (a row's scores past its end are never read), and the
-        # per-row ends are handled once after the loop: this loop is the hot path, three small ops per position.
-        score = start + emissions[:, 0]  # shape: (batch, num_tags)
-        scores = [score]
-        backpointers = []
-        for emission in emissions[:, 1:].unbind(1):
-            candidates = score.unsqueeze(2) + transitions  # shape: (batch, num_tags [from], num_tags [to])
-            best, best_prev = candidates.max(dim=1)  # shape: (batch, num_tags)
-            score = best + emission
-            scores.append(score)
-            backpointers.append(best_prev)
-        # An empty row reads position 0; its tags are masked to pad_value below.
-        last = (packed_mask.sum(dim=1) - 1).clamp(min=0).view(batch_size, 1, 1).expand(-1, 1, num_tags)
-        final = torch.stack(scores, dim=1).gather(1, last).squeeze(1) + end  # shape: (batch, num_tags)
-        current = final.argmax(dim=1, keepdim=True)  # shape: (batch, 1)
+        # `scores` starts as the packed emissions, time-major, in a fresh tensor, and becomes the Viterbi score of
+        # every (position, row, tag) in place. A mask that is already packed (right padding, no special tokens) needs
+        # no reordering.
+        if torch.equal(mask[:, :length], packed_mask):
+            order = None
+            scores = emissions[:, :length].to(dtype).transpose(0, 1).clone(memory_format=torch.contiguous_format)
+        else:
+            order = self._pack(mask)[0]  # shape: (batch, len)
+            offsets = torch.arange(0, batch_size * seq_len, seq_len, device=device)  # shape: (batch,)
+            flat_index = (order.t() + offsets).flatten()  # shape: (len * batch,), into rows of (batch * seq_len)
+            scores = emissions.to(dtype).reshape(-1, num_tags).index_select(0, flat_index)
+            scores = scores.view(length, batch_size, num_tags)  # shape: (len, batch, num_tags)
+        start, transitions, end = self._constrained_scores(dtype)
+        scores[0] += start
+
+        # Candidates are laid out [to, from], so that the max reduces the contiguous last dimension.
+        transitions_to_from = transitions.t().contiguous()  # shape: (num_tags [to], num_tags [from])
+        candidates = scores.new_empty((batch_size, num_tags, num_tags))  # shape: (batch, to, from)
+        best = scores.new_empty((batch_size, num_tags, 1))  # shape: (batch, to, 1)
+        best_as_row = best.view(batch_size, 1, num_tags)
+        # steps[t - 1][b, to] is the best tag at t - 1 given `to` at t; the last step is a spare (see below).
+        backpointers = torch.empty((length, batch_size, num_tags, 1), dtype=torch.long, device=device)
+        steps = backpointers.unbind(0)  # each: (batch, num_tags [to], 1)
+        rows = scores.unsqueeze(2).unbind(0)  # each: (batch, 1, num_tags)
+        # The recursion runs unmasked over the packed prefix: a row's scores past its end are never read. Positional
+        # arguments: parsing keywords costs here.
+        add, maximum, previous = torch.add, torch.max, rows[0]
+        for row, best_previous in zip(rows[1:], steps):
+            add(previous, transitions_to_from, out=candidates)  # score at t - 1 [from] + transition [from, to]
+            maximum(candidates, 2, True, out=(best, best_previous))
+            row.add_(best_as_row)  # + the emissions at t, already there
+            previous = row
+
+        # Each row's best last tag, from its scores at its own last on-position (an empty row reads position 0)...
+        last = (lengths - 1).clamp(min=0)  # shape: (batch,)
+        final = scores.gather(0, last.view(1, batch_size, 1).expand(1, -1, num_tags)).view(batch_size, num_tags)
+        current = (final + end).argmax(dim=1).view(batch_size, 1, 1)  # shape: (batch, 1, 1)
+        # ...enters the backtrace there: the step into that position maps every tag to it, whatever the backtrace
+        # carried through the positions past the row's end. A full-length row writes into the spare step instead.
+        backpointers[last, torch.arange(batch_size, device=device)] = current
         path = [current]
-        if backpointers:
-            # Past a row's end the backpointer is the identity, carrying the last real tag back to its position.
-            identity = torch.arange(num_tags, device=emissions.device)  # shape: (num_tags,)
-            on = packed_mask[:, 1:].t().unsqueeze(-1)  # shape: (len - 1, batch, 1)
-            backpointers = torch.where(on, torch.stack(backpointers), identity)  # shape: (len - 1, batch, num_tags)
-            for best_prev in reversed(backpointers.unbind(0)):
-                current = best_prev.gather(1, current)  # shape: (batch, 1)
-                path.append(current)
-            path.reverse()
-        packed_tags = torch.cat(path, dim=1).masked_fill(~packed_mask, pad_value)  # shape: (batch, len)
-        return out.scatter(1, order, packed_tags)
+        for best_previous in reversed(steps[:-1]):
+            current = best_previous.gather(1, current)  # shape: (batch, 1, 1)
+            path.append(current)
+        path.reverse()
+        packed_tags = torch.where(packed_mask, torch.cat(path, dim=1).view(batch_size, length), pad_value)
+        if order is not None:
+            out = torch.full((batch_size, seq_len), pad_value, dtype=torch.long, device=device)
+            return out.scatter_(1, order, packed_tags)
+        if length == seq_len:
+            return packed_tags
+        return nn.functional.pad(packed_tags, (0, seq_len - length), value=pad_value)
 
     def marginals(
         self, emissions: torch.Tensor, mask: torch.Tensor | None = None, *, log: bool = False
@@ -319,9 +349,9 @@ class CRF(nn.Module):
         return torch.promote_types(emissions.dtype, torch.float32)
 
     def _constrained_scores(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        start = self.start_transitions.to(dtype).masked_fill(~self.allowed_start, DISALLOWED_SCORE)  # (num_tags,)
-        transitions = self.transitions.to(dtype).masked_fill(~self.allowed, DISALLOWED_SCORE)  # (tags, tags)
-        end = self.end_transitions.to(dtype).masked_fill(~self.allowed_end, DISALLOWED_SCORE)  # (num_tags,)
+        start = torch.where(self.allowed_start, self.start_transitions.to(dtype), DISALLOWED_SCORE)  # (num_tags,)
+        transitions = torch.where(self.allowed, self.transitions.to(dtype), DISALLOWED_SCORE)  # (tags, tags)
+        end = torch.where(self.allowed_end, self.end_transitions.to(dtype), DISALLOWED_SCORE)  # (num_tags,)
         return start, transitions, end
 
     @staticmethod
