@@ -89,7 +89,15 @@ QUICK = dict(train_samples=48, test_samples=None, rounds=2, batch_size=8, eval_b
 def training_recipe(settings: PredictSettings, doc_context: int, output_dir: str) -> dict:
     """recipes/conll_minilm.json with local files, the benchmark's budget and no validation or checkpoints."""
     recipe = json.loads(RECIPE.read_text(encoding="utf-8"))
-    for key in ("dataset_name", "task_name", "load_best_model_at_end", "metric_for_best_model", "save_total_limit"):
+    # head_learning_rate: the measured rows trained the head at the encoder's learning rate
+    for key in (
+        "dataset_name",
+        "task_name",
+        "load_best_model_at_end",
+        "metric_for_best_model",
+        "save_total_limit",
+        "head_learning_rate",
+    ):
         recipe.pop(key, None)
     recipe.update(
         model_name_or_path=settings.model,
