@@ -6,7 +6,9 @@ Every split is normalised to the columns `tokens` (list of words), `tags` (list 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import hashlib
 import importlib.util
 import json
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict
+from datasets.fingerprint import Hasher
 
 from . import labels as schemes
 from .errors import DataError
@@ -56,6 +59,36 @@ def fingerprint(path: str) -> dict:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bulk data in Python
+
+
+def read_column(split: Dataset, name: str) -> list:
+    """All values of one column as a list, read at once.
+
+    In datasets 5 `split[name]` is a lazy `Column`: iterating it reads row by row, an order of magnitude slower
+    (0.29 s against 0.02 s for the CoNLL-2003 training tags), and every pass reads it again.
+    """
+    return split[name][:]
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause Python's cyclic garbage collector (reference counting still frees memory as usual).
+
+    Setting up a corpus builds hundreds of thousands of small lists that stay alive, and the collector passes over
+    all of them again and again: on CoNLL-2003 train, `tokenize_split` took 1.86 s of CPU paused against 2.53 s
+    (medians of 7), `load_raw_splits` (with testb) 0.26 s against 0.31 s, and single 0.3 s passes hit `prepare_labels`.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,6 +308,7 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
     return out
 
 
+@_collector_paused()
 def load_raw_splits(data_args, seed: int, cache_dir=None, token=None) -> DatasetDict:
     """Load every split the recipe names; carve missing validation/test splits from train when asked."""
     splits: dict[str, dict[str, list]] = {}
@@ -310,6 +344,7 @@ def carve_and_limit(out: DatasetDict, data_args, seed: int) -> DatasetDict:
 # Labels
 
 
+@_collector_paused()
 def prepare_labels(
     raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None
 ) -> tuple[DatasetDict, list[str], str]:
@@ -319,8 +354,13 @@ def prepare_labels(
     when there is no train). A tag outside the label list is an error naming file and line.
     Returns the converted splits, the label list and the scheme in use.
     """
-    reference = raw["train"] if "train" in raw else next(iter(raw.values()))
-    source_scheme = schemes.detect_scheme(reference["tags"])
+    # Each column is read once, whole (see read_column).
+    raw_tags = {name: read_column(split, "tags") for name, split in raw.items()}
+    sources = {name: read_column(split, "source") for name, split in raw.items()}
+    reference = raw_tags["train"] if "train" in raw_tags else next(iter(raw_tags.values()))
+    # Sentences repeat their tag sequences (CoNLL-2003 train: 5,684 distinct in 14,041): each is converted once.
+    # Detection depends only on which patterns occur, so the distinct sequences give the same scheme.
+    source_scheme = schemes.detect_scheme(dict.fromkeys(map(tuple, reference)))
     scheme = source_scheme if target_scheme == "auto" else target_scheme
     if (source_scheme == "plain") != (scheme == "plain"):
         raise DataError(
@@ -328,32 +368,43 @@ def prepare_labels(
             f"{'plain' if source_scheme == 'plain' else 'IOB2/BIOES/IOB1'} or 'auto'."
         )
 
-    def convert(split: Dataset) -> Dataset:
-        tags = []
-        for seq, where in zip(split["tags"], split["source"]):
-            problem = schemes.validate_sequence(seq, source_scheme)
-            if problem:
-                raise DataError(f"{where}: {problem} (the data's scheme was detected as {source_scheme}).")
-            tags.append(schemes.convert(seq, source_scheme, scheme) if source_scheme != scheme else list(seq))
-        return split.remove_columns("tags").add_column("tags", tags)
+    done: dict[tuple, list[str]] = {}  # each distinct tag sequence, converted
+    valid: set[str] = set()  # tags seen in valid sequences (validate_sequence checks each tag on its own)
 
-    converted = DatasetDict({name: convert(split) for name, split in raw.items()})
+    def convert(name: str) -> list[list[str]]:
+        converted = []
+        for seq, where in zip(raw_tags[name], sources[name]):
+            key = tuple(seq)
+            if key not in done:
+                if not valid.issuperset(key):
+                    problem = schemes.validate_sequence(seq, source_scheme)
+                    if problem:
+                        raise DataError(f"{where}: {problem} (the data's scheme was detected as {source_scheme}).")
+                    valid.update(key)
+                done[key] = schemes.convert(seq, source_scheme, scheme) if source_scheme != scheme else list(seq)
+            converted.append(done[key])
+        return converted
+
+    tags = {name: convert(name) for name in raw}
     if known_labels is None:
-        pool = (
-            converted["train"]["tags"] if "train" in converted else [t for s in converted.values() for t in s["tags"]]
-        )
+        pool = tags["train"] if "train" in tags else [seq for split in tags.values() for seq in split]
         label_names = schemes.complete_label_list(schemes.label_list([t for seq in pool for t in seq], scheme), scheme)
     else:
         label_names = list(known_labels)
     allowed = set(label_names)
-    for name, split in converted.items():
-        for seq, where in zip(split["tags"], split["source"]):
+    for name in raw:
+        for seq, where in zip(tags[name], sources[name]):
             unknown = [t for t in seq if t not in allowed]
             if unknown:
                 raise DataError(
                     f"{where}: tag '{unknown[0]}' in the {name} split is not among the model's labels "
                     f"({', '.join(label_names)}). Fix the tag, or add examples of it to the training data."
                 )
+    converted = DatasetDict()
+    for name, split in raw.items():
+        # The new column's fingerprint follows from the input's and the conversion (hashing the tags takes seconds).
+        new_fingerprint = Hasher.hash((split._fingerprint, "seqft.prepare_labels", source_scheme, scheme))
+        converted[name] = split.remove_columns("tags").add_column("tags", tags[name], new_fingerprint=new_fingerprint)
     return converted, label_names, scheme
 
 
@@ -407,6 +458,7 @@ def align_labels(
     return ids
 
 
+@_collector_paused()
 def tokenize_split(
     split: Dataset,
     tokenizer,
@@ -432,8 +484,8 @@ def tokenize_split(
 
     columns = split.column_names
     # With document context a window needs its neighbours, which may sit in another batch: read them up front.
-    everything = split["tokens"] if doc_context else None
-    doc_ids = split["doc_id"] if doc_context and "doc_id" in columns else None
+    everything = read_column(split, "tokens") if doc_context else None
+    doc_ids = read_column(split, "doc_id") if doc_context and "doc_id" in columns else None
     if doc_context and doc_ids is None:
         doc_ids = [0] * len(split)
 
@@ -461,8 +513,22 @@ def tokenize_split(
                 out[column] = [batch[column][row[i]] for i in out["example_id"]]
         return out
 
+    # datasets would fingerprint the map by hashing `encode` with dill, the tokenizer's Python vocabulary included
+    # (0.15 s for MiniLM's); its settings and serialised backend identify it in a few milliseconds.
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # fast tokenizers (the others cannot align words)
+    new_fingerprint = None
+    if backend is not None:
+        options = (label2id, max_length, label_all_tokens, stride, doc_context)
+        tokenizer_id = (repr(tokenizer), tokenizer.model_input_names, backend.to_str())
+        new_fingerprint = Hasher.hash((split._fingerprint, "seqft.tokenize_split", tokenizer_id, options))
     return split.map(
-        encode, batched=True, with_indices=True, remove_columns=columns, num_proc=num_proc, desc=desc or "Tokenising"
+        encode,
+        batched=True,
+        with_indices=True,
+        remove_columns=columns,
+        num_proc=num_proc,
+        desc=desc or "Tokenising",
+        new_fingerprint=new_fingerprint,
     )
 
 
@@ -473,7 +539,7 @@ def truncation_report(split: Dataset, name: str) -> int:
     """
     from . import windows
 
-    examples = split.select_columns(["example_id", "num_words", "num_words_kept"])
+    examples = split.select_columns(["example_id", "num_words", "num_words_kept"])[:]
     words, kept = {}, {}
     for example, n, k in zip(examples["example_id"], examples["num_words"], examples["num_words_kept"]):
         words[example] = n

@@ -106,10 +106,10 @@ def _tag_problem(tag: object, scheme: str) -> str | None:
     if scheme == "plain":
         return None
     allowed = SCHEME_PREFIXES[scheme]
-    expected = f"{scheme} tags are 'O' or {'/'.join(p + '-' for p in allowed)} followed by an entity type"
     prefix, type_ = split_tag(tag)
     if prefix == OUTSIDE or prefix in allowed:
         return None
+    expected = f"{scheme} tags are 'O' or {'/'.join(p + '-' for p in allowed)} followed by an entity type"
     if prefix is not None:  # a valid prefix of another scheme
         return f"tag {tag!r}: prefix '{prefix}-' is only valid in BIOES; {expected}"
     if tag.upper() == OUTSIDE:

@@ -150,22 +150,32 @@ def piece_counts(tokenizer, sentences: Sequence[Sequence[str]]) -> tuple[list[li
 
     A word the tokenizer maps to nothing (e.g. a lone zero-width space) would get no label and no prediction.
     """
+    words, counts, _ = _tokenise(tokenizer, sentences)
+    return words, counts
+
+
+def _tokenise(tokenizer, sentences: Sequence[Sequence[str]]):
+    """`piece_counts`, plus each sentence's encoding with the special tokens as `(encoding, row, word ids)`, or None
+    when the sentence is empty or had a word replaced: a sentence that fits in one window is tokenised only once."""
     unk = tokenizer.unk_token or tokenizer.pad_token
     words = [list(s) for s in sentences]
     counts = [[0] * len(s) for s in words]
+    rows = [None] * len(words)
     filled = [i for i, s in enumerate(words) if s]
     if not filled:
-        return words, counts
-    enc = tokenizer([words[i] for i in filled], is_split_into_words=True, add_special_tokens=False)
+        return words, counts, rows
+    enc = tokenizer([words[i] for i in filled], is_split_into_words=True)
     for row, i in enumerate(filled):
-        for w in enc.word_ids(row):
+        rows[i] = (enc, row, enc.word_ids(row))
+        for w in rows[i][2]:
             if w is not None:
                 counts[i][w] += 1
         for w, c in enumerate(counts[i]):
             if c == 0:
                 words[i][w] = unk
                 counts[i][w] = 1
-    return words, counts
+                rows[i] = None
+    return words, counts, rows
 
 
 def encode(
@@ -200,9 +210,10 @@ def encode(
         check_stride(stride, budget, max_length)
     neighbours = {j for i in indices for side in document_neighbours(doc_ids, i, doc_context) for j in side}
     needed = sorted(set(indices) | neighbours)
-    fixed, counts = piece_counts(tokenizer, [sentences[j] for j in needed])
+    fixed, counts, encoded = _tokenise(tokenizer, [sentences[j] for j in needed])
     words = dict(zip(needed, fixed))
     pieces = dict(zip(needed, counts))
+    whole = dict(zip(needed, encoded))
 
     plans = []  # (example, start, end, left words, right words)
     for i in indices:
@@ -240,46 +251,59 @@ def encode(
         for key in tokenizer([["x"]], is_split_into_words=True):
             columns[key] = []
         return columns
-    enc = tokenizer(
-        [left + words[i][start:end] + right for i, start, end, left, right in plans],
-        is_split_into_words=True,
-        truncation=True,
-        max_length=max_length,
-    )
-    for key in enc:
-        columns[key] = list(enc[key])
+    # A window that is its whole sentence without context keeps the encoding made for the piece counts when it fits
+    # in max_length (the usual case: one tokenisation); the other windows are tokenised here.
+    rows, todo = [], []  # each window's (encoding, row, word ids); (window, words) of those tokenised here
+    for i, start, end, left, right in plans:
+        known = whole[i] if (start, end) == (0, len(words[i])) and not left and not right else None
+        if known is not None and len(known[2]) <= max_length:
+            rows.append(known)
+        else:
+            todo.append((len(rows), left + words[i][start:end] + right))
+            rows.append(None)
+    if todo:
+        enc = tokenizer([text for _, text in todo], is_split_into_words=True, truncation=True, max_length=max_length)
+        for row, (k, _) in enumerate(todo):
+            rows[k] = (enc, row, enc.word_ids(row))
+    for key in rows[0][0]:
+        columns[key] = [enc[key][row] for enc, row, _ in rows]
+
     covered: dict[int, int] = {}
-    for row, (i, start, end, left, _) in enumerate(plans):
-        word_ids = enc.word_ids(row)
+    for (_, _, word_ids), (i, start, end, left, _) in zip(rows, plans):
         n = len(words[i])
-        inside = [w is not None and len(left) <= w < len(left) + end - start for w in word_ids]
-        present = [p for p, w in enumerate(word_ids) if w is not None]
-        lo, hi = (present[0], present[-1] + 1) if present else (0, 0)
-        word_index, word_context, label_ids = [], [], []
+        shift = len(left) - start  # token word id - shift = the word's index in the sentence
+        if start > 0 or end < n:  # a word's context ends at the window's edge
+            present = [p for p, w in enumerate(word_ids) if w is not None]
+            lo, hi = (present[0], present[-1] + 1) if present else (0, 0)
+            last_piece = {w: p for p, w in enumerate(word_ids)}
+        sentence_tags = tags[i] if tags is not None else None
+        word_index, word_context, window_words, label_ids, held = [], [], [], [], []
         previous = None
         for p, w in enumerate(word_ids):
-            first = inside[p] and w != previous
-            sentence_word = w - len(left) + start if inside[p] else None
-            if first:
-                last = p
-                while last + 1 < len(word_ids) and word_ids[last + 1] == w:
-                    last += 1
+            word = None if w is None else w - shift
+            if word is None or not start <= word < end:  # special token or context word
+                word_index.append(IGNORE_INDEX)
+                word_context.append(IGNORE_INDEX)
+                window_words.append(IGNORE_INDEX)
+                label_ids.append(IGNORE_INDEX)
+            elif w != previous:  # the word's first subword
                 before_ctx = UNLIMITED if start == 0 else p - lo
-                after_ctx = UNLIMITED if end == n else hi - last - 1
-                word_index.append(sentence_word)
+                after_ctx = UNLIMITED if end == n else hi - last_piece[w] - 1
+                word_index.append(word)
                 word_context.append(min(before_ctx, after_ctx))
+                window_words.append(word - start)
+                label_ids.append(label2id[sentence_tags[word]] if sentence_tags is not None else IGNORE_INDEX)
+                held.append(word)
             else:
                 word_index.append(IGNORE_INDEX)
                 word_context.append(IGNORE_INDEX)
-            if tags is not None:
-                if first:
-                    label_ids.append(label2id[tags[i][sentence_word]])
-                elif inside[p] and label_all_tokens:
-                    label_ids.append(label2id[schemes.b_to_i(tags[i][sentence_word])])
+                window_words.append(word - start)
+                if sentence_tags is not None and label_all_tokens:
+                    label_ids.append(label2id[schemes.b_to_i(sentence_tags[word])])
                 else:
                     label_ids.append(IGNORE_INDEX)
             previous = w
-        held = sorted(w for w in word_index if w != IGNORE_INDEX)
+        held.sort()
         if held != list(range(start, end)):
             raise DataError(
                 f"internal: window {start}-{end} of sentence {i} holds words {held[:5]}...; the tokenizer split words "
@@ -294,7 +318,7 @@ def encode(
         columns["num_words_kept"].append(kept)
         columns["word_index"].append(word_index)
         columns["word_context"].append(word_context)
-        columns["word_ids"].append([w - len(left) if inside[p] else IGNORE_INDEX for p, w in enumerate(word_ids)])
+        columns["word_ids"].append(window_words)
         columns["length"].append(len(word_ids))
         if tags is not None:
             columns["labels"].append(label_ids)
@@ -423,7 +447,8 @@ class WindowedSplit:
     """The window -> word map of one tokenised split, read once, to merge Trainer outputs back into sentences."""
 
     def __init__(self, windows_dataset):
-        columns = windows_dataset.select_columns(["example_id", "word_index", "word_context", "num_words"])
+        # `[:]` reads the columns whole: iterating a datasets `Column` reads it row by row (seqft.data.read_column)
+        columns = windows_dataset.select_columns(["example_id", "word_index", "word_context", "num_words"])[:]
         self.example_ids = list(columns["example_id"])
         self.num_words = dict(zip(self.example_ids, columns["num_words"]))
         self.word_index, self.word_context, self.positions = [], [], []
@@ -506,6 +531,7 @@ def build_compute_metrics(
     from .metrics import sequence_metrics
 
     split = WindowedSplit(windows_dataset)
+    gold = gold[:] if gold is not None else None  # a datasets `Column` is read whole once, not a row per example
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         label_ids = eval_prediction.label_ids
@@ -535,7 +561,7 @@ def describe(windows_dataset, sentences: int) -> str | None:
     if windows <= sentences:
         return None
     counts: dict[int, int] = {}
-    for example in windows_dataset["example_id"]:
+    for example in windows_dataset["example_id"][:]:
         counts[example] = counts.get(example, 0) + 1
     long = sum(c > 1 for c in counts.values())
     longest = max(counts.values())

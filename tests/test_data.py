@@ -1,6 +1,10 @@
 """Data loading: CoNLL/JSON/CSV readers, package paths, schemes, alignment, and errors naming file and line."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -107,6 +111,55 @@ def test_invalid_tag_names_file_and_line(tmp_path):
     with pytest.raises(DataError) as err:
         seqdata.prepare_labels(raw, "IOB2")
     assert "t.txt:4" in str(err.value) and "B_PER" in str(err.value)
+
+
+def test_the_first_sentence_with_a_bad_tag_is_named_when_its_tags_repeat(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("John B-PER\nlives O\n\nMary B-PER\nsays O\n\nBob B-PER\nSmith B_PER\n\nAl B-PER\nSmith B_PER\n")
+    raw = seqdata.load_raw_splits(data_args(train_file=str(path)), seed=0)
+    with pytest.raises(DataError, match="t.txt:7: token 2: tag 'B_PER' is malformed"):
+        seqdata.prepare_labels(raw, "IOB2")
+
+
+def test_carved_splits_get_the_tags_of_their_own_rows(tmp_path):
+    """Carved splits are index maps into the training file: each column must be read through them."""
+    iob1 = [(words, [t.replace("B-", "I-") for t in tags]) for words, tags in SENTENCES]  # no adjacent same types
+    path = write_conll(tmp_path / "t.txt", iob1 * 5)
+    args = data_args(train_file=str(path), validation_split_percentage=0.2, test_split_percentage=0.2)
+    raw = seqdata.load_raw_splits(args, seed=3)
+    assert raw["test"]._indices is not None  # an index map, not a copy
+    converted, _, _ = seqdata.prepare_labels(raw, "IOB2")
+    gold = {tuple(words): tags for words, tags in SENTENCES}
+    for name, split in converted.items():
+        assert split["source"][:] == raw[name]["source"][:]
+        assert split["tags"][:] == [gold[tuple(words)] for words in split["tokens"][:]], name
+
+
+def test_fingerprints_are_deterministic_and_follow_the_inputs(tmp_path):
+    raw = seqdata.load_raw_splits(data_args(train_file=str(write_conll(tmp_path / "t.txt"))), seed=0)
+    converted, labels, _ = seqdata.prepare_labels(raw, "IOB2")
+    train = converted["train"]
+    assert train._fingerprint == seqdata.prepare_labels(raw, "IOB2")[0]["train"]._fingerprint
+    assert train._fingerprint not in (
+        raw["train"]._fingerprint,
+        seqdata.prepare_labels(raw, "BIOES")[0]["train"]._fingerprint,
+    )
+    label2id = {name: i for i, name in enumerate(labels)}
+
+    def fingerprint(tokenizer=None, label2id=label2id, max_length=32, label_all_tokens=False, stride=4):
+        tokenizer = tokenizer or tiny_tokenizer()
+        out = seqdata.tokenize_split(train, tokenizer, label2id, max_length, label_all_tokens, stride=stride)
+        return out._fingerprint
+
+    variants = [
+        fingerprint(tiny_tokenizer(do_lower_case=False)),
+        fingerprint(label2id={**label2id, "B-X": len(label2id)}),
+        fingerprint(max_length=16),
+        fingerprint(label_all_tokens=True),
+        fingerprint(stride=2),
+    ]
+    assert fingerprint() == fingerprint()  # equal inputs, a fresh tokenizer
+    assert len({fingerprint(), *variants}) == 6
 
 
 def test_unknown_tag_in_validation(tmp_path):
@@ -264,3 +317,22 @@ def test_shuffled_length_groups_keep_the_grouping_and_break_the_sweep():
     assert descending < 40  # the stock sampler's first megabatch runs longest -> shortest (49 of 49)
     torch.manual_seed(1)
     assert list(seqdata.ShuffledLengthGroupedSampler(lengths, batch_size=8)) == order  # seeded
+
+
+def test_setup_benchmark_runs_end_to_end_on_tiny_files(tmp_path):
+    """benchmarks/bench_setup.py on a tiny tokenizer and CoNLL fixture, so that it cannot rot (no speed asserted)."""
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    write_conll(tmp_path / "train.txt", SENTENCES * 4)
+    write_conll(tmp_path / "test.txt")
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_setup.py"
+    args = ["--data_dir", str(tmp_path), "--train_file", "train.txt", "--test_file", "test.txt"]
+    args += ["--model", str(tmp_path / "tok"), "--rounds", "1", "--output", str(tmp_path / "setup")]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, str(bench), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {row["arm"]: row for row in json.loads((tmp_path / "setup.json").read_text())["rows"]}
+    assert rows["run_ner"]["rows"] == rows["seqft"]["rows"] == {"train": 24, "test": 6}
+    assert rows["run_ner"]["ratio_median"] == 1.0 and rows["seqft"]["seconds_median"] > 0
+    assert (
+        (tmp_path / "setup.md").read_text().startswith("| arm | wall s, median | vs run_ner, median of round ratios |")
+    )

@@ -94,6 +94,43 @@ def test_ties_go_to_the_window_that_starts_earlier():
         assert rows.tolist() == [10, 11, 22, 0] and covered.tolist() == [True, True, True, False]
 
 
+def test_sentences_that_fit_are_tokenised_once_and_every_window_matches_its_words_alone():
+    """The piece counts' encoding is reused for sentences that fit; only windows of long sentences, sentences with
+    a word replaced by [UNK] and over-long words are tokenised again. Every row equals its words tokenised alone."""
+    tok = tiny_tokenizer()
+    calls = []
+
+    class CountingTokenizer:  # the tiny tokenizer, recording how many texts each call tokenises
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def __call__(self, texts, **kwargs):
+            calls.append(len(texts))
+            return tok(texts, **kwargs)
+
+    long_word = "york" + "er" * 20  # york ##er ##er ...: 21 pieces, more than a window holds
+    sentences = [["john", "smith"], SENTENCE * 2, ["mary", "\u200b", "paris"], [], ["new", "yorker"], [long_word]]
+    tags = [["B-PER"] + ["I-PER"] * (len(s) - 1) if s else [] for s in sentences]
+    out = windows.encode(
+        CountingTokenizer(), sentences, range(6), max_length=16, stride=3, tags=tags, label2id=LABEL2ID
+    )
+    long_windows = out["example_id"].count(1)
+    assert long_windows == 3 and 3 not in out["example_id"]  # the empty sentence has no window
+    assert calls == [5, long_windows + 2]  # the five sentences, then the windows, the [UNK] sentence, the long word
+    for row, (i, start, end) in enumerate(zip(out["example_id"], out["window_start"], out["window_end"])):
+        words = ["[UNK]" if w == "\u200b" else w for w in sentences[i][start:end]]
+        alone = tok(words, is_split_into_words=True, truncation=True, max_length=16)
+        for key in alone:
+            assert out[key][row] == alone[key], (i, key)
+        assert out["labels"][row] == seqdata.align_labels(alone.word_ids(), tags[i][start:end], LABEL2ID, False)
+        assert out["word_ids"][row] == [-100 if w is None else w for w in alone.word_ids()]
+    assert out["length"][-1] == 16 and out["num_words_kept"][-1] == 1  # the long word, cut after its first pieces
+
+    calls.clear()
+    windows.encode(CountingTokenizer(), [sentences[0], sentences[4]], [0, 1], max_length=16, stride=3)
+    assert calls == [2]  # everything fits: one tokenisation
+
+
 def test_every_word_of_a_10000_word_document_gets_exactly_one_prediction_in_order():
     words = [WORDS[i % len(WORDS)] + ("er" if i % 7 == 0 else "") for i in range(10_000)]  # some 2-piece words
     raw = Dataset.from_dict({"tokens": [words, ["john"]], "tags": [["O"] * 10_000, ["B-PER"]]})
