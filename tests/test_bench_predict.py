@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -53,10 +54,12 @@ def test_quick_run_reports_speed_agreement_truncation_and_f1(tmp_path):
         "--output", str(prefix),
     ]  # fmt: skip
     verbosity = transformers.utils.logging.get_verbosity()
+    seqft_level = logging.getLogger("seqft").level  # seqft.train sets it from the recipe's log level
     try:  # in this process: a subprocess would spend most of the test importing torch and transformers again
         assert load_bench().main(argv) == 0
     finally:  # the benchmark quietens the libraries' logs and progress bars for its own output
         transformers.utils.logging.set_verbosity(verbosity)
+        logging.getLogger("seqft").setLevel(seqft_level)
         transformers.utils.logging.enable_progress_bar()
         datasets.enable_progress_bars()
 

@@ -1,6 +1,7 @@
 """Data loading: CoNLL/JSON/CSV readers, package paths, schemes, alignment, and errors naming file and line."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -255,6 +256,7 @@ def test_word_without_pieces_is_not_lost():
 
 
 def test_truncation_is_reported(caplog):
+    caplog.set_level(logging.WARNING, logger="seqft")  # whatever level an earlier in-process run left on "seqft"
     tok = tiny_tokenizer()
     ds = seqdata.Dataset.from_dict({"tokens": [["john"] * 20], "tags": [["O"] * 20]})
     out = seqdata.tokenize_split(ds, tok, {"O": 0}, 8, label_all_tokens=False)
