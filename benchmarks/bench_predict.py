@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -521,20 +520,11 @@ def markdown(record: dict) -> str:
 
 
 def environment() -> dict:
-    from importlib import metadata
+    """Python, platform, library versions and the git commit measured: the record bench_train.py writes."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_train
 
-    versions = {}
-    for package in ("seqft", "torch", "transformers", "datasets", "tokenizers", "seqeval"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "seqft", "benchmarks"], cwd=REPO, capture_output=True, text=True
-        ).stdout.splitlines()
-    except OSError:
-        commit, dirty = "", []
-    return {"versions": versions, "git_commit": commit, "git_dirty_paths": dirty, "cpu_count": os.cpu_count()}
+    return bench_train.environment()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
