@@ -253,10 +253,7 @@ class CRF(nn.Module):
             scores = emissions[:, :length].to(dtype).transpose(0, 1).clone(memory_format=torch.contiguous_format)
         else:
             order = self._pack(mask)[0]  # shape: (batch, len)
-            offsets = torch.arange(0, batch_size * seq_len, seq_len, device=device)  # shape: (batch,)
-            flat_index = (order.t() + offsets).flatten()  # shape: (len * batch,), into rows of (batch * seq_len)
-            scores = emissions.to(dtype).reshape(-1, num_tags).index_select(0, flat_index)
-            scores = scores.view(length, batch_size, num_tags)  # shape: (len, batch, num_tags)
+            scores = self._gather(emissions.to(dtype), order).transpose(0, 1).contiguous()  # (len, batch, num_tags)
         start, transitions, end = self._constrained_scores(dtype)
         scores[0] += start
 
