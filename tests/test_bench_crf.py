@@ -35,6 +35,7 @@ def test_quick_run_without_pytorch_crf(bench, tmp_path, monkeypatch, capsys):
     assert lines[0].startswith("| benchmark | setting | seqft ms")
     names = [line.split(" | ")[0].removeprefix("| ") for line in lines[1:]]
     assert names.count("Viterbi decode") == 3
+    assert names.count("Viterbi decode, both in inference_mode") == 2
     assert names.count("NLL forward+backward") == 3
     assert "Training step (fwd+bwd+AdamW)" in names
     assert bench.INSTALL_HINT in table
@@ -54,5 +55,5 @@ def test_quick_kernels_match_pytorch_crf(bench, tmp_path):
     assert bench.main(["--quick", "--no-step", "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     compared = [row for row in rows if row["baseline"] == "pytorch-crf"]
-    assert len(compared) == 4
+    assert len(compared) == 6  # decode (no_grad), decode (inference_mode), NLL; unconstrained and IOB2
     assert all(row["extra"]["ok"] and row["check"].startswith("OK") for row in compared)

@@ -189,6 +189,11 @@ def test_decode_leaves_its_inputs_alone_whatever_the_grad_mode():
         decoded = crf.decode(emissions, mask)
         assert decoded.dtype == torch.long and not decoded.requires_grad
         assert torch.equal(emissions.detach(), before)
+        # decode runs in inference mode inside, but hands back an ordinary tensor the caller may modify in place
+        assert not decoded.is_inference()
+        decoded.masked_fill_(decoded < 0, 0)
+        with torch.inference_mode():
+            assert torch.equal(crf.decode(emissions, mask), crf.decode(emissions.detach(), mask))
 
 
 @pytest.mark.parametrize("num_tags,seq_len", [(3, 5), (4, 4)])

@@ -225,13 +225,20 @@ class CRF(nn.Module):
         num_observed = (mask & (tags >= 0)).sum()
         return nll.sum() / num_observed.clamp(min=1)
 
-    @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor | None = None, pad_value: int = -100) -> torch.Tensor:
         """Viterbi: the highest-scoring tag sequence of each row, `(batch, seq_len)` long.
 
         Off-positions get `pad_value`; a row whose mask is all off is all `pad_value`. Not differentiable (tags are
-        integers): it runs under `torch.no_grad()` whatever the caller's grad mode.
+        integers): it runs under `torch.inference_mode()` whatever the caller's grad mode, and returns an ordinary
+        tensor (a copy) unless the caller is itself in inference mode.
         """
+        # Inference mode skips autograd's view and version bookkeeping, which is a fifth of the time of the small
+        # ops below (measured at batch 32, length 64, 9 tags on CPU).
+        with torch.inference_mode():
+            tags = self._viterbi(emissions, mask, pad_value)
+        return tags if torch.is_inference_mode_enabled() else tags.clone()
+
+    def _viterbi(self, emissions: torch.Tensor, mask: torch.Tensor | None, pad_value: int) -> torch.Tensor:
         # At a few tags and a few dozen rows an op costs more to dispatch than to compute, so the time goes with the
         # number of ops: three per position in the recursion (on preallocated buffers), one per position in the
         # backtrace, and a fixed number for everything else, none per row.
