@@ -354,6 +354,55 @@ def build_seqft_lora_attn(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
 
 
+# The feed-forward block of each layer (BERT names): its up projection and its down projection, not the attention's.
+FFN_LORA = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
+
+
+@register_arm(
+    "seqft_lora_ffn",
+    "seqft + LoRA r16/alpha 32 on the feed-forward projections (intermediate and output dense: 1.6 % of MiniLM's "
+    "parameters trainable with the head), lr 1e-3",
+)
+def build_seqft_lora_ffn(ctx: BenchContext) -> ArmSetup:
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": FFN_LORA}
+    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+
+
+@register_arm(
+    "seqft_lora_qkv_up",
+    "seqft + LoRA r16/alpha 32 on query/key/value and the feed-forward up projection (intermediate dense: 1.8 % of "
+    "MiniLM's parameters trainable with the head), lr 1e-3",
+)
+def build_seqft_lora_qkv_up(ctx: BenchContext) -> ArmSetup:
+    lora = {
+        "peft_type": "LORA",
+        "r": 16,
+        "lora_alpha": 32,
+        "target_modules": ["query", "key", "value", "intermediate.dense"],
+    }
+    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+
+
+@register_arm(
+    "seqft_lora_attn_plus",
+    "seqft_lora_attn with LoRA+ (loraplus_lr_ratio 16: the B matrices at 16x the rate), lr 5e-4",
+)
+def build_seqft_lora_attn_plus(ctx: BenchContext) -> ArmSetup:
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ATTENTION_LORA}
+    overrides = {"learning_rate": 5e-4, "loraplus_lr_ratio": 16.0}
+    return build_seqft(ctx, training_overrides=overrides, trainer_kwargs={"peft_config": lora})
+
+
+@register_arm(
+    "seqft_lora_ffn_plus",
+    "seqft_lora_ffn with LoRA+ (loraplus_lr_ratio 16: the B matrices at 16x the rate), lr 5e-4",
+)
+def build_seqft_lora_ffn_plus(ctx: BenchContext) -> ArmSetup:
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": FFN_LORA}
+    overrides = {"learning_rate": 5e-4, "loraplus_lr_ratio": 16.0}
+    return build_seqft(ctx, training_overrides=overrides, trainer_kwargs={"peft_config": lora})
+
+
 @register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
 def build_seqft_llrd(ctx: BenchContext) -> ArmSetup:
     return build_seqft(

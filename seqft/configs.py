@@ -370,6 +370,13 @@ class SeqFTConfig(TrainingArguments):
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the task head and CRF (default: learning_rate)."}
     )
+    loraplus_lr_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA+: LoRA's B matrices train at this multiple of their layer's learning rate (the paper "
+            "suggests 16); A matrices, head and CRF keep theirs. Needs a LoRA peft_config. null = off."
+        },
+    )
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Fine-tuned token-classification teacher to distil from (path, Hub id or pkg:// path)."},
@@ -423,6 +430,8 @@ class SeqFTConfig(TrainingArguments):
             _check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "0 < layer_decay <= 1")
         if self.head_learning_rate is not None:
             _check(self.head_learning_rate > 0, "head_learning_rate", self.head_learning_rate, "a positive number")
+        if self.loraplus_lr_ratio is not None:
+            _check(self.loraplus_lr_ratio > 0, "loraplus_lr_ratio", self.loraplus_lr_ratio, "a positive number")
         _check(0.0 <= self.distill_alpha <= 1.0, "distill_alpha", self.distill_alpha, "0 <= distill_alpha <= 1")
         _check(self.distill_temperature > 0, "distill_temperature", self.distill_temperature, "a positive number")
         _check(self.distill_hidden_weight >= 0, "distill_hidden_weight", self.distill_hidden_weight, ">= 0")
@@ -447,3 +456,11 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("'class_weights' weights seqft's cross-entropy, but 'use_crf' trains with the CRF's loss.")
     if model_args.merge_adapter and not model_args.peft_config:
         raise RecipeError("'merge_adapter' needs an adapter: set 'peft_config' or remove 'merge_adapter'.")
+    if (
+        training_args.loraplus_lr_ratio is not None
+        and str((model_args.peft_config or {}).get("peft_type", "")).upper() != "LORA"
+    ):
+        raise RecipeError(
+            "'loraplus_lr_ratio' applies to LoRA adapters: set 'peft_config' with \"peft_type\": \"LORA\" or remove "
+            "'loraplus_lr_ratio'."
+        )

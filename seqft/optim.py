@@ -34,6 +34,10 @@ Architecture-specific choices:
   tuning acts on every block at once, and all three are freshly initialised parameters that are the whole point of
   the run; LLRD exists to protect pretrained lower layers, not to starve new ones.
 
+LoRA+ (Hayou et al., 2024; peft's `create_loraplus_optimizer`): with `lora_b_ratio` r, a LoRA adapter's `B` matrices
+(`lora_B`, `lora_embedding_B`) train at r times the rate of their depth, in groups of their own; `A` matrices and
+everything else keep their depth's rate. LLRD and LoRA+ compose: a block's `B` trains at `lr · d^(L − k) · r`.
+
 A parameter no pattern places raises a `ValueError` naming it — seqft never falls back to one group silently.
 Users of another architecture override `SeqFTTrainer.get_layer_id(name, num_layers)`.
 """
@@ -230,6 +234,10 @@ def _uses_weight_decay(name: str, param: torch.Tensor, norm_param_ids: set[int])
     )
 
 
+# LoRA's up-projection: `...query.lora_B.default.weight`, and `lora_embedding_B` of adapted embeddings.
+_LORA_B = re.compile(r"(^|\.)lora_(embedding_)?B\.")
+
+
 def _model_description(model: nn.Module) -> str:
     base = _unwrap(model)
     model_type = getattr(getattr(base, "config", None), "model_type", None) or "unknown"
@@ -245,6 +253,7 @@ def llrd_param_groups(
     head_learning_rate: float | None = None,
     get_layer_id: Callable[[str, int], int] = get_layer_id,
     num_layers: int | None = None,
+    lora_b_ratio: float | None = None,
 ) -> list[dict[str, Any]]:
     """Optimiser parameter groups, one per (depth, decay / no decay), each with an explicit `"lr"`.
 
@@ -255,7 +264,8 @@ def llrd_param_groups(
     `group_learning_rates` reads them.
 
     `get_layer_id(name, num_layers)` may be replaced for another architecture; `num_layers` defaults to
-    `num_layers_of(model)`.
+    `num_layers_of(model)`. `lora_b_ratio` (LoRA+) puts LoRA `B` matrices in groups of their own at that multiple of
+    their depth's rate, named like `layer_05/lora_B`; the model must then have some.
     """
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
@@ -265,12 +275,14 @@ def llrd_param_groups(
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
     if head_learning_rate is not None and not head_learning_rate > 0:
         raise ValueError(f"head_learning_rate must be > 0 or None, got {head_learning_rate}.")
+    if lora_b_ratio is not None and not lora_b_ratio > 0:
+        raise ValueError(f"lora_b_ratio must be > 0 or None, got {lora_b_ratio}.")
     if num_layers is None:
         num_layers = num_layers_of(model)
     top = num_layers + 1
 
     norm_param_ids = _no_decay_ids(model)
-    grouped: dict[tuple[int, bool], list[torch.Tensor]] = {}
+    grouped: dict[tuple[int, bool, bool], list[torch.Tensor]] = {}
     unplaced: list[str] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -285,7 +297,8 @@ def llrd_param_groups(
                 f"get_layer_id returned {layer_id!r} for parameter '{name}'; expected an int in [0, {top}] "
                 f"(0 embeddings, 1..{num_layers} blocks, {top} head)."
             )
-        grouped.setdefault((layer_id, _uses_weight_decay(name, param, norm_param_ids)), []).append(param)
+        lora_b = lora_b_ratio is not None and _LORA_B.search(name) is not None
+        grouped.setdefault((layer_id, _uses_weight_decay(name, param, norm_param_ids), lora_b), []).append(param)
 
     if unplaced:
         more = f" and {len(unplaced) - 1} more" if len(unplaced) > 1 else ""
@@ -298,20 +311,25 @@ def llrd_param_groups(
         )
     if not grouped:
         raise ValueError(f"{_model_description(model)} has no trainable parameters (none has requires_grad=True).")
+    if lora_b_ratio is not None and not any(lora_b for _, _, lora_b in grouped):
+        raise ValueError(
+            f"loraplus_lr_ratio is set but {_model_description(model)} has no trainable LoRA B matrix (lora_B): it "
+            "applies to a LoRA adapter (peft_config with peft_type LORA); remove it otherwise."
+        )
 
     groups = []
-    for layer_id, decays in sorted(grouped, key=lambda key: (-key[0], not key[1])):
+    for layer_id, decays, lora_b in sorted(grouped, key=lambda key: (-key[0], key[2], not key[1])):
         if layer_id == top:
             lr = learning_rate if head_learning_rate is None else head_learning_rate
         else:
             lr = learning_rate * layer_decay ** (num_layers - layer_id)
         groups.append(
             {
-                "params": grouped[layer_id, decays],
-                "lr": lr,
+                "params": grouped[layer_id, decays, lora_b],
+                "lr": lr * lora_b_ratio if lora_b else lr,
                 "weight_decay": weight_decay if decays else 0.0,
                 "layer_id": layer_id,
-                "layer_name": layer_name(layer_id, num_layers),
+                "layer_name": layer_name(layer_id, num_layers) + ("/lora_B" if lora_b else ""),
             }
         )
     return groups
@@ -349,10 +367,11 @@ def check_deepspeed_optimizer(deepspeed_config: dict | str | os.PathLike | None)
         "per-layer ratios would be lost at its first step",
     }
     raise ValueError(
-        "The DeepSpeed config cannot be used with layer-wise learning-rate decay (layer_decay): "
+        "The DeepSpeed config cannot be used with per-group learning rates (layer_decay, head_learning_rate or "
+        "loraplus_lr_ratio): "
         + "; ".join(reasons[key] for key in blocks)
         + f". Remove the {' and '.join(repr(key) for key in blocks)} block(s) from the DeepSpeed config — the Trainer "
-        "then builds the optimizer and scheduler from the recipe's TrainingArguments — or set `layer_decay` to null."
+        "then builds the optimizer and scheduler from the recipe's TrainingArguments — or set those fields to null."
     )
 
 

@@ -156,7 +156,7 @@ class SeqFTTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         args = self.args
-        if args.layer_decay is None and args.head_learning_rate is None:
+        if args.layer_decay is None and args.head_learning_rate is None and args.loraplus_lr_ratio is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         if self.optimizer is None:
@@ -168,6 +168,7 @@ class SeqFTTrainer(Trainer):
                 weight_decay=args.weight_decay,
                 head_learning_rate=args.head_learning_rate,
                 get_layer_id=self.get_layer_id,
+                lora_b_ratio=args.loraplus_lr_ratio,
             )
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)

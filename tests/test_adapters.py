@@ -282,6 +282,23 @@ def test_training_moves_adapter_and_head_and_freezes_the_base(root, dataset, tmp
     assert all(adapter in n or "modules_to_save" in n for n in trainable)
 
 
+def test_loraplus_from_the_recipe_trains_b_matrices_faster(root, dataset, tmp_path):
+    trainer = make_trainer(crf_model(root), LORA, dataset, tmp_path, layer_decay=0.5, loraplus_lr_ratio=16)
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    rates = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            rates[names[id(p)]] = group["lr"]
+    lr = trainer.args.learning_rate
+    for name, rate in rates.items():
+        depth = 1 if "encoder.layer.1." in name else 0 if "encoder.layer.0." in name else None
+        base = lr if depth is None else lr * 0.5 ** (1 - depth)
+        assert rate == pytest.approx(base * 16 if ".lora_B." in name else base), name
+    assert any(".lora_B." in n for n in rates) and any(".lora_A." in n for n in rates)
+    trainer.train()
+
+
 def test_llrd_composes_with_lora(root, dataset, tmp_path):
     trainer = make_trainer(crf_model(root), LORA, dataset, tmp_path, layer_decay=0.5, head_learning_rate=0.1)
     optimizer = trainer.create_optimizer()

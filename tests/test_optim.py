@@ -294,6 +294,43 @@ def test_lora_adapters_take_their_layer_depth_and_frozen_base_is_excluded():
     assert [g["lr"] for g in groups] == [1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4]
 
 
+def test_loraplus_puts_b_matrices_in_their_own_groups_at_the_ratio():
+    model = get_peft_model(
+        _build("bert", num_hidden_layers=3), LoraConfig(task_type="TOKEN_CLS", target_modules=["query", "value"])
+    )
+    groups = llrd_param_groups(model, learning_rate=1e-3, layer_decay=0.5, weight_decay=0.01, lora_b_ratio=16)
+    names = _group_names(model, groups)
+    in_groups = [n for group in names for n in group]
+    assert sorted(in_groups) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    expected = {"head": 1e-3, "layer_02": 1e-3, "layer_01": 5e-4, "layer_00": 2.5e-4}
+    for group, members in zip(groups, names):
+        depth, _, part = group["layer_name"].partition("/")
+        assert part in ("", "lora_B")
+        assert all((".lora_B." in n) == (part == "lora_B") for n in members), group["layer_name"]
+        assert group["lr"] == pytest.approx(expected[depth] * (16 if part else 1))
+    assert [g["layer_name"] for g in groups] == [
+        "head",
+        "head",
+        "layer_02",
+        "layer_02/lora_B",
+        "layer_01",
+        "layer_01/lora_B",
+        "layer_00",
+        "layer_00/lora_B",
+    ]
+    # without the ratio, B matrices stay in their depth's group
+    plain = llrd_param_groups(model, learning_rate=1e-3, layer_decay=0.5, weight_decay=0.01)
+    assert not any("/" in g["layer_name"] for g in plain)
+
+
+def test_loraplus_without_lora_is_an_error():
+    model = get_peft_model(
+        _build("bert"), IA3Config(task_type="TOKEN_CLS", target_modules=["key", "value"], feedforward_modules=[])
+    )
+    with pytest.raises(ValueError, match=r"loraplus_lr_ratio is set but .* no trainable LoRA B matrix"):
+        llrd_param_groups(model, learning_rate=1e-3, layer_decay=1.0, weight_decay=0.0, lora_b_ratio=16)
+
+
 def test_ia3_scales_take_their_layer_depth_and_are_not_decayed():
     config = IA3Config(
         task_type="TOKEN_CLS", target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"]
@@ -373,6 +410,7 @@ def test_missing_layer_count_is_an_error():
         (dict(learning_rate=0.0), r"learning_rate must be > 0"),
         (dict(weight_decay=-0.1), r"weight_decay must be >= 0"),
         (dict(head_learning_rate=0.0), r"head_learning_rate must be > 0"),
+        (dict(lora_b_ratio=0.0), r"lora_b_ratio must be > 0"),
     ],
 )
 def test_argument_ranges(kwargs, message):

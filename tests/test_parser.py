@@ -103,3 +103,20 @@ def test_resolved_recipe_has_no_secrets(tmp_path):
     assert "hf_SECRET" not in text
     assert resolved["learning_rate"] == 5e-5
     check_recipe({k: v for k, v in resolved.items() if v is not None and k != "output_dir"} | {"output_dir": "o"})
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"peft_config": {"peft_type": "IA3"}}],
+    ids=["no adapter", "ia3"],
+)
+def test_loraplus_needs_a_lora_adapter(tmp_path, extra):
+    from seqft.configs import validate_args
+
+    model_args, data_args, training_args, _ = parse_recipe(
+        [write(tmp_path, {**BASE, **extra, "loraplus_lr_ratio": 16})]
+    )
+    with pytest.raises(RecipeError, match="'loraplus_lr_ratio' applies to LoRA adapters"):
+        validate_args(model_args, data_args, training_args)
+    lora = {**BASE, "peft_config": {"peft_type": "lora", "r": 4}, "loraplus_lr_ratio": 16}
+    validate_args(*parse_recipe([write(tmp_path, lora)])[:3])
