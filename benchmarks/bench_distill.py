@@ -69,6 +69,7 @@ class DistillSettings(BenchSettings):
     distill_hidden_weight: float = 1.0
     save_dir: str = ""  # where arms save their trained model (a callback, on_train_end); "" = not saved
     unlabelled_samples: int = 4000  # student_distilled_unlabelled: the next N training sentences, gold tags dropped
+    student_init: str = "teacher"  # "teacher": the fine-tuned teacher's blocks; "base": the pretrained encoder's
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,7 +96,8 @@ def _with_saving(setup: ArmSetup, ctx: BenchContext, name: str) -> ArmSetup:
 
 
 def _student_context(ctx: BenchContext) -> BenchContext:
-    """A copy of `ctx` whose model is the student built from the fine-tuned teacher (saved in the arm's workdir)."""
+    """A copy of `ctx` whose model is the student (saved in the arm's workdir): blocks `student_layers` of the
+    fine-tuned teacher (`student_init` "teacher") or of the pretrained encoder the teacher was tuned from ("base")."""
     from transformers import AutoModelForTokenClassification
 
     from seqft import data as seqdata
@@ -108,7 +110,17 @@ def _student_context(ctx: BenchContext) -> BenchContext:
             f"the teacher in {teacher_dir} has labels {label_names(teacher)}, the data {ctx.label_names}: train the "
             "teacher on the same files (drop --teacher)."
         )
-    student = build_student_from_teacher(teacher, list(ctx.settings.student_layers))
+    source = teacher
+    if ctx.settings.student_init == "base":  # DistilBERT-style: the blocks of the pretrained model, a new head
+        import torch
+
+        torch.manual_seed(ctx.settings.seed)  # the same new head in every student arm's process
+        source = AutoModelForTokenClassification.from_pretrained(
+            ctx.model_path, id2label=teacher.config.id2label, label2id=teacher.config.label2id
+        )
+    elif ctx.settings.student_init != "teacher":
+        raise SystemExit(f"--student_init {ctx.settings.student_init!r}: expected 'teacher' or 'base'")
+    student = build_student_from_teacher(source, list(ctx.settings.student_layers))
     path = Path(ctx.workdir) / "student_init"
     student.save_pretrained(path)
     seqdata.load_tokenizer(teacher_dir).save_pretrained(path)
@@ -510,8 +522,10 @@ def main(argv=None) -> int:
         f"({'first ' + str(settings.train_samples) if settings.train_samples else 'all'} of {settings.train_file}); "
         f"test: {student_record['student_alone']['test']['test_sentences']} sentences of {settings.test_file}. "
         f"Teacher: {settings.model}, {settings.teacher_epochs:g} epoch(s)"
-        f"{' (reused: ' + str(teacher_dir) + ')' if args.teacher else ''}. Students: teacher blocks "
-        f"{list(settings.student_layers)}, {settings.num_train_epochs:g} epoch(s) = {first['steps']} steps of "
+        f"{' (reused: ' + str(teacher_dir) + ')' if args.teacher else ''}. Students: blocks "
+        f"{list(settings.student_layers)} of the "
+        f"{'pretrained encoder, new head' if settings.student_init == 'base' else 'fine-tuned teacher, its head'}, "
+        f"{settings.num_train_epochs:g} epoch(s) = {first['steps']} steps of "
         f"{settings.batch_size}, {first['rounds']} interleaved rounds; distillation alpha {settings.distill_alpha}, "
         f"T {settings.distill_temperature}, hidden-state weight {settings.distill_hidden_weight}. lr "
         f"{settings.learning_rate}, warmup {settings.warmup_steps}, seed {settings.seed}, {settings.threads} torch "

@@ -40,8 +40,17 @@ def test_quick_run_trains_teacher_and_both_students(tmp_path):
     data = ["--quick", "--model", str(model), "--train_file", str(train), "--test_file", str(test)]
     proc = run_bench(
         [*data, "--teacher_out", str(tmp_path / "out"), "--speed_rounds", "2", "--output", str(prefix)],
-        # A second run reuses the saved teacher instead of training one.
-        [*data, "--teacher", str(tmp_path / "out" / "teacher"), "--output", f"{prefix}-reused"],
+        # A second run reuses the saved teacher instead of training one, and builds its students DistilBERT-style
+        # from the pretrained encoder's blocks instead of the fine-tuned teacher's.
+        [
+            *data,
+            "--teacher",
+            str(tmp_path / "out" / "teacher"),
+            "--student_init",
+            "base",
+            "--output",
+            f"{prefix}-reused",
+        ],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -77,3 +86,5 @@ def test_quick_run_trains_teacher_and_both_students(tmp_path):
     reused = json.loads(Path(str(prefix) + "-reused.json").read_text())
     assert reused["teacher"] is None and reused["raw"]["teacher"] is None
     assert reused["summary"]["teacher_f1"] == reused["speed"]["teacher"]["f1"]
+    assert reused["settings"]["student_init"] == "base" and record["settings"]["student_init"] == "teacher"
+    assert "blocks [0, 2, 4] of the pretrained encoder, new head" in Path(str(prefix) + "-reused.md").read_text()
