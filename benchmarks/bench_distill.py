@@ -70,6 +70,9 @@ class DistillSettings(BenchSettings):
     save_dir: str = ""  # where arms save their trained model (a callback, on_train_end); "" = not saved
     unlabelled_samples: int = 4000  # student_distilled_unlabelled: the next N training sentences, gold tags dropped
     student_init: str = "teacher"  # "teacher": the fine-tuned teacher's blocks; "base": the pretrained encoder's
+    teacher_train_samples: int | None = (
+        None  # the teacher's first N training sentences; None = the students' N, 0 = all
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,6 +477,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def teacher_data(teacher_record: dict | None) -> str:
+    """' on N sentences' when the teacher was trained in this run (a reused teacher's data is not known here)."""
+    if not teacher_record:
+        return ""
+    return f" on {teacher_record['teacher']['test']['train_sentences']} training sentences"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     values = dataclasses.asdict(args.defaults)
@@ -493,8 +503,15 @@ def main(argv=None) -> int:
             teacher_dir = args.teacher
         else:
             teacher_out = Path(args.teacher_out or (Path(scratch) if args.quick else DEFAULT_TEACHER_OUT))
+            teacher_samples = settings.train_samples
+            if settings.teacher_train_samples is not None:
+                teacher_samples = settings.teacher_train_samples or None  # 0: every training sentence
             teacher_settings = dataclasses.replace(
-                settings, rounds=1, num_train_epochs=settings.teacher_epochs, save_dir=str(teacher_out)
+                settings,
+                rounds=1,
+                num_train_epochs=settings.teacher_epochs,
+                save_dir=str(teacher_out),
+                train_samples=teacher_samples,
             )
             teacher_dir = str(teacher_out / "teacher")
             log(f"== teacher: {settings.model}, {settings.teacher_epochs:g} epoch(s), saved to {teacher_dir}")
@@ -522,6 +539,7 @@ def main(argv=None) -> int:
         f"({'first ' + str(settings.train_samples) if settings.train_samples else 'all'} of {settings.train_file}); "
         f"test: {student_record['student_alone']['test']['test_sentences']} sentences of {settings.test_file}. "
         f"Teacher: {settings.model}, {settings.teacher_epochs:g} epoch(s)"
+        f"{teacher_data(teacher_record)}"
         f"{' (reused: ' + str(teacher_dir) + ')' if args.teacher else ''}. Students: blocks "
         f"{list(settings.student_layers)} of the "
         f"{'pretrained encoder, new head' if settings.student_init == 'base' else 'fine-tuned teacher, its head'}, "

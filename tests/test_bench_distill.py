@@ -39,7 +39,8 @@ def test_quick_run_trains_teacher_and_both_students(tmp_path):
     prefix = tmp_path / "distill"
     data = ["--quick", "--model", str(model), "--train_file", str(train), "--test_file", str(test)]
     proc = run_bench(
-        [*data, "--teacher_out", str(tmp_path / "out"), "--speed_rounds", "2", "--output", str(prefix)],
+        [*data, "--teacher_out", str(tmp_path / "out"), "--teacher_train_samples", "0", "--speed_rounds", "2"]
+        + ["--output", str(prefix)],
         # A second run reuses the saved teacher instead of training one, and builds its students DistilBERT-style
         # from the pretrained encoder's blocks instead of the fine-tuned teacher's.
         [
@@ -80,6 +81,7 @@ def test_quick_run_trains_teacher_and_both_students(tmp_path):
 
     table = prefix.with_suffix(".md").read_text()
     assert table.startswith("| model | layers | test F1 | vs student alone | vs teacher |")
+    assert f"epoch(s) on {len(SENTENCES) * 4} training sentences" in table  # --teacher_train_samples 0: all
     for name in ("| teacher | 6 |", "| student alone | 3 |", "| student distilled | 3 |", "Targets:"):
         assert name in table
 
