@@ -261,21 +261,15 @@ def kernel_rows(batch_size: int, seq_len: int, rounds: int, warmup: int, seed: i
             leaf.grad = None
             (-crf(leaf, tags, mask, reduction="sum")).backward()
 
-        def our_decode(_, crf=ours):
-            with torch.no_grad():
-                crf.decode(emissions, mask)
+        def decoder(crf, grad_mode):
+            def decode(_):
+                with grad_mode():
+                    crf.decode(emissions, mask)
 
-        def their_decode(_, crf=theirs):
-            with torch.no_grad():
-                crf.decode(emissions, mask)
+            return decode
 
-        def our_decode_inference(_, crf=ours):
-            with torch.inference_mode():
-                crf.decode(emissions, mask)
-
-        def their_decode_inference(_, crf=theirs):
-            with torch.inference_mode():
-                crf.decode(emissions, mask)
+        our_decode, their_decode = decoder(ours, torch.no_grad), decoder(theirs, torch.no_grad)
+        our_decode_inference, their_decode_inference = (decoder(c, torch.inference_mode) for c in (ours, theirs))
 
         # The target row calls both under no_grad, as the Trainer's prediction step and pipelines do. seqft's decode
         # switches to inference mode inside; the second row shows what pytorch-crf gains when its caller does.

@@ -335,13 +335,21 @@ def build_seqft_head_lr(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, training_overrides={"head_learning_rate": 1e-3})
 
 
-@register_arm("seqft_lora", "seqft + LoRA r16/alpha 32 on query/key/value/dense, lr 1e-3 (head trained too)")
-def build_seqft_lora(ctx: BenchContext) -> ArmSetup:
-    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["query", "key", "value", "dense"]}
-    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+def build_lora(ctx: BenchContext, target_modules, learning_rate: float = 1e-3, **overrides) -> ArmSetup:
+    """seqft with a LoRA adapter r16/alpha 32 on `target_modules` (the head is trained and saved with it)."""
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": target_modules}
+    training = {"learning_rate": learning_rate, **overrides}
+    return build_seqft(ctx, training_overrides=training, trainer_kwargs={"peft_config": lora})
 
 
 ATTENTION_LORA = ["query", "key", "value", "attention.output.dense"]
+# The feed-forward block of each layer (BERT names): its up projection and its down projection, not the attention's.
+FFN_LORA = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
+
+
+@register_arm("seqft_lora", "seqft + LoRA r16/alpha 32 on query/key/value/dense, lr 1e-3 (head trained too)")
+def build_seqft_lora(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, ["query", "key", "value", "dense"])
 
 
 @register_arm(
@@ -350,12 +358,7 @@ ATTENTION_LORA = ["query", "key", "value", "attention.output.dense"]
     "parameters trainable with the head), lr 1e-3",
 )
 def build_seqft_lora_attn(ctx: BenchContext) -> ArmSetup:
-    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ATTENTION_LORA}
-    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
-
-
-# The feed-forward block of each layer (BERT names): its up projection and its down projection, not the attention's.
-FFN_LORA = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
+    return build_lora(ctx, ATTENTION_LORA)
 
 
 @register_arm(
@@ -364,8 +367,7 @@ FFN_LORA = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
     "parameters trainable with the head), lr 1e-3",
 )
 def build_seqft_lora_ffn(ctx: BenchContext) -> ArmSetup:
-    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": FFN_LORA}
-    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+    return build_lora(ctx, FFN_LORA)
 
 
 @register_arm(
@@ -374,13 +376,7 @@ def build_seqft_lora_ffn(ctx: BenchContext) -> ArmSetup:
     "MiniLM's parameters trainable with the head), lr 1e-3",
 )
 def build_seqft_lora_qkv_up(ctx: BenchContext) -> ArmSetup:
-    lora = {
-        "peft_type": "LORA",
-        "r": 16,
-        "lora_alpha": 32,
-        "target_modules": ["query", "key", "value", "intermediate.dense"],
-    }
-    return build_seqft(ctx, training_overrides={"learning_rate": 1e-3}, trainer_kwargs={"peft_config": lora})
+    return build_lora(ctx, ["query", "key", "value", "intermediate.dense"])
 
 
 @register_arm(
@@ -388,9 +384,7 @@ def build_seqft_lora_qkv_up(ctx: BenchContext) -> ArmSetup:
     "seqft_lora_attn with LoRA+ (loraplus_lr_ratio 16: the B matrices at 16x the rate), lr 5e-4",
 )
 def build_seqft_lora_attn_plus(ctx: BenchContext) -> ArmSetup:
-    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ATTENTION_LORA}
-    overrides = {"learning_rate": 5e-4, "loraplus_lr_ratio": 16.0}
-    return build_seqft(ctx, training_overrides=overrides, trainer_kwargs={"peft_config": lora})
+    return build_lora(ctx, ATTENTION_LORA, 5e-4, loraplus_lr_ratio=16.0)
 
 
 @register_arm(
@@ -398,9 +392,7 @@ def build_seqft_lora_attn_plus(ctx: BenchContext) -> ArmSetup:
     "seqft_lora_ffn with LoRA+ (loraplus_lr_ratio 16: the B matrices at 16x the rate), lr 5e-4",
 )
 def build_seqft_lora_ffn_plus(ctx: BenchContext) -> ArmSetup:
-    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": FFN_LORA}
-    overrides = {"learning_rate": 5e-4, "loraplus_lr_ratio": 16.0}
-    return build_seqft(ctx, training_overrides=overrides, trainer_kwargs={"peft_config": lora})
+    return build_lora(ctx, FFN_LORA, 5e-4, loraplus_lr_ratio=16.0)
 
 
 @register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
