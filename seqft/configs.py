@@ -399,7 +399,16 @@ class SeqFTConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "Build the student from the teacher itself, keeping these teacher layers (0-based), "
-            "DistilBERT-style, e.g. [0, 2, 4]. model_name_or_path is then ignored for the encoder."
+            "DistilBERT-style, e.g. [0, 2, 4]. With student_init 'model' the blocks come from model_name_or_path "
+            "instead."
+        },
+    )
+    student_init: str = field(
+        default="teacher",
+        metadata={
+            "help": "Where student_layers takes its blocks from: 'teacher' (the fine-tuned teacher's blocks, "
+            "embeddings and head) or 'model' (model_name_or_path's, e.g. the pretrained encoder the teacher was "
+            "tuned from, with a new head: DistilBERT-style)."
         },
     )
     precompute_teacher: bool = field(
@@ -435,6 +444,7 @@ class SeqFTConfig(TrainingArguments):
         _check(0.0 <= self.distill_alpha <= 1.0, "distill_alpha", self.distill_alpha, "0 <= distill_alpha <= 1")
         _check(self.distill_temperature > 0, "distill_temperature", self.distill_temperature, "a positive number")
         _check(self.distill_hidden_weight >= 0, "distill_hidden_weight", self.distill_hidden_weight, ">= 0")
+        _check(self.student_init in ("teacher", "model"), "student_init", self.student_init, "'teacher' or 'model'")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
         super().__post_init__()
 
@@ -448,6 +458,8 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("No data: set 'dataset_name' or 'train_file' (and optionally validation_file/test_file).")
     if training_args.do_train and not (data_args.dataset_name or data_args.train_file):
         raise RecipeError("'do_train' is true but there is no training data: set 'train_file' or 'dataset_name'.")
+    if training_args.student_init != "teacher" and training_args.student_layers is None:
+        raise RecipeError("'student_init' chooses where 'student_layers' copies blocks from: set 'student_layers'.")
     if training_args.student_layers is not None and not training_args.teacher_model_name_or_path:
         raise RecipeError("'student_layers' builds the student from the teacher: set 'teacher_model_name_or_path'.")
     if data_args.task == "sequence-classification" and model_args.use_crf:

@@ -202,16 +202,19 @@ def run(argv=None) -> dict:
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
 
-    tokenizer_path = teacher.name_or_path if student_from_teacher else model_path
+    copies_teacher = student_from_teacher and training_args.student_init == "teacher"
+    tokenizer_path = teacher.name_or_path if copies_teacher else model_path
     tokenizer = seqdata.load_tokenizer(
         seqdata.resolve_path(model_args.tokenizer_name) or tokenizer_path, **load_kwargs
     )
-    if student_from_teacher:
-        model = distill.build_student_from_teacher(teacher, training_args.student_layers, use_crf=model_args.use_crf)
+    if copies_teacher:
+        model = teacher
     elif seq_cls:
         model = seqcls.load_model(model_args, label_names, scheme, load_kwargs, data_args.multi_label_threshold)
     else:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
+    if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
+        model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
     max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config)
 
     truncated = {}  # sequence classification: texts cut by max_seq_length, per split

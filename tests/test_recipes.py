@@ -4,8 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import SENTENCES, save_tiny_bert, write_conll
 
+from seqft.errors import RecipeError
 from seqft.parser import check_recipe, parse_recipe
 from seqft.train import main
 
@@ -95,3 +97,51 @@ def test_recipe_dry_runs(path, fixtures, tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(recipe))
     assert main([str(tmp_path / "r.json")]) == 0
     assert (tmp_path / "out" / "seqft_recipe.json").is_file()
+
+
+@pytest.mark.parametrize("student_init", ["teacher", "model"])
+def test_student_init_chooses_where_the_student_blocks_come_from(fixtures, tmp_path, student_init):
+    from safetensors.torch import load_file
+
+    recipe = {
+        "model_name_or_path": str(fixtures / "encoder"),
+        "teacher_model_name_or_path": str(fixtures / "teacher"),
+        "student_layers": [1],
+        "student_init": student_init,
+        "train_file": str(fixtures / "train.txt"),
+        "output_dir": str(tmp_path / "out"),
+        "do_train": True,
+        "max_steps": 1,
+        "learning_rate": 1e-12,  # the student leaves training as it was built
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 0
+    student = load_file(tmp_path / "out" / "model.safetensors")
+    encoder = load_file(next((fixtures / "encoder").glob("*.safetensors")))
+    teacher = load_file(fixtures / "teacher" / "model.safetensors")
+    name = "attention.self.query.weight"
+    block = student[f"bert.encoder.layer.0.{name}"]
+    in_teacher, in_encoder = (
+        teacher[f"bert.encoder.layer.1.{name}"],
+        encoder[f"encoder.layer.1.{name}"],
+    )  # a bare BertModel
+    source, other = (in_teacher, in_encoder) if student_init == "teacher" else (in_encoder, in_teacher)
+    torch.testing.assert_close(block, source, atol=1e-8, rtol=0)
+    assert (block - other).abs().max() > 1e-6
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 1
+
+
+def test_student_init_needs_student_layers(tmp_path):
+    from seqft.configs import validate_args
+
+    recipe = {"model_name_or_path": "m", "train_file": "t.txt", "output_dir": "o", "student_init": "model"}
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    with pytest.raises(RecipeError, match="'student_init' chooses where 'student_layers' copies blocks from"):
+        validate_args(*parse_recipe([str(tmp_path / "r.json")])[:3])
+    (tmp_path / "r.json").write_text(json.dumps({**recipe, "student_init": "pretrained"}))
+    with pytest.raises(RecipeError, match="'student_init' = 'pretrained' is out of range"):
+        parse_recipe([str(tmp_path / "r.json")])

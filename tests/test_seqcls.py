@@ -473,13 +473,15 @@ def test_lora_saves_the_head_and_reloads(root, tmp_path):
     )
 
 
-def test_distillation_llrd_and_lora_compose(root, trained, tmp_path):
+@pytest.mark.parametrize("student_init", ["teacher", "model"])
+def test_distillation_llrd_and_lora_compose(root, trained, tmp_path, student_init):
     out = tmp_path / "student"
     args = recipe(
         root,
         out,
         teacher_model_name_or_path=str(trained),
         student_layers=[0],
+        student_init=student_init,
         distill_alpha=0.5,
         distill_temperature=2.0,
         distill_hidden_weight=1.0,
