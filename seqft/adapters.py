@@ -21,7 +21,7 @@ Prompt learning on token classification. peft's `PeftModelForTokenClassification
 prepending virtual tokens to the *sequence*, so its logits have `num_virtual_tokens` extra positions and no longer
 line up with the labels; its prefix-tuning path calls the encoder and `classifier` itself, skipping anything else
 the model does (a CRF). seqft applies every prompt at the encoder instead: a forward pre-hook on the encoder adds the
-prefix (`past_key_values` and a longer attention mask) or the virtual-token embeddings, a forward hook removes the
+prefix (the key/value cache, `cache` or `past_key_values`, and a longer attention mask) or the virtual-token embeddings, a forward hook removes the
 virtual positions from the encoder's output, and the task model's own `forward` (its head, CRF, loss) runs unchanged
 on the real tokens.
 """
@@ -400,6 +400,7 @@ class SeqFTPeftModelForTokenClassification(_SavesBaseConfig, PeftModelForTokenCl
         num_virtual = config.num_virtual_tokens
         is_prefix = config.peft_type == PeftType.PREFIX_TUNING
         positional = list(inspect.signature(encoder.forward).parameters)
+        cache_argument = _cache_argument(encoder)
 
         def add_prompt(module, args, kwargs):
             kwargs = {**dict(zip(positional, args)), **kwargs}
@@ -411,7 +412,7 @@ class SeqFTPeftModelForTokenClassification(_SavesBaseConfig, PeftModelForTokenCl
             # shape: (batch, num_virtual + seq_len)
             kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], num_virtual), mask], dim=1)
             if is_prefix:
-                kwargs["past_key_values"] = self.get_prompt(batch_size)
+                kwargs[cache_argument] = self.get_prompt(batch_size)
                 return (), kwargs
             if kwargs.get("position_ids") is not None:
                 raise SeqFTError(
@@ -466,14 +467,17 @@ def _check_prompt_support(model: nn.Module, config: PeftConfig) -> None:
     encoder = _encoder_of(model)
     if encoder is None:
         raise RecipeError(f"{config.peft_type.value} needs the model's encoder (`base_model_prefix`); none found.")
-    if (
-        config.peft_type == PeftType.PREFIX_TUNING
-        and "past_key_values" not in inspect.signature(encoder.forward).parameters
-    ):
+    if config.peft_type == PeftType.PREFIX_TUNING and _cache_argument(encoder) is None:
         raise RecipeError(
-            f"PREFIX_TUNING feeds the prefix to the encoder as `past_key_values`, which {type(encoder).__name__} "
-            "does not accept. Use LORA, IA3 or P_TUNING with this encoder."
+            f"PREFIX_TUNING feeds the prefix to the encoder as its key/value cache (`cache` or `past_key_values`), "
+            f"which {type(encoder).__name__} does not accept. Use LORA, IA3 or P_TUNING with this encoder."
         )
+
+
+def _cache_argument(encoder: nn.Module) -> str | None:
+    """The encoder's key/value cache argument: `cache` (recent transformers 5.x), `past_key_values` (older), or None."""
+    parameters = inspect.signature(encoder.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
 def _portable_path(path: str | None) -> str | None:

@@ -216,7 +216,7 @@ def test_sequence_classifiers_get_seq_cls_and_every_head_module():
     assert config.modules_to_save == ["pre_classifier", "classifier"]
 
 
-def test_prefix_tuning_needs_an_encoder_that_takes_past_key_values():
+def test_prefix_tuning_needs_an_encoder_that_takes_a_key_value_cache():
     with pytest.raises(RecipeError, match="DistilBertModel does not accept"):
         adapters.wrap_model(_tiny(DistilBertConfig, DistilBertForTokenClassification), {"peft_type": "PREFIX_TUNING"})
 
