@@ -335,9 +335,12 @@ def build_seqft_head_lr(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, training_overrides={"head_learning_rate": 1e-3})
 
 
-def build_lora(ctx: BenchContext, target_modules, learning_rate: float = 1e-3, **overrides) -> ArmSetup:
-    """seqft with a LoRA adapter r16/alpha 32 on `target_modules` (the head is trained and saved with it)."""
-    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": target_modules}
+def build_lora(
+    ctx: BenchContext, target_modules, learning_rate: float = 1e-3, lora_options: dict | None = None, **overrides
+) -> ArmSetup:
+    """seqft with a LoRA adapter r16/alpha 32 on `target_modules` (the head is trained and saved with it);
+    `lora_options` adds peft LoraConfig options."""
+    lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": target_modules, **(lora_options or {})}
     training = {"learning_rate": learning_rate, **overrides}
     return build_seqft(ctx, training_overrides=training, trainer_kwargs={"peft_config": lora})
 
@@ -345,6 +348,9 @@ def build_lora(ctx: BenchContext, target_modules, learning_rate: float = 1e-3, *
 ATTENTION_LORA = ["query", "key", "value", "attention.output.dense"]
 # The feed-forward block of each layer (BERT names): its up projection and its down projection, not the attention's.
 FFN_LORA = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
+ALL_LINEAR_LORA = (
+    r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
+)
 
 
 @register_arm("seqft_lora", "seqft + LoRA r16/alpha 32 on query/key/value/dense, lr 1e-3 (head trained too)")
@@ -393,6 +399,32 @@ def build_seqft_lora_attn_plus(ctx: BenchContext) -> ArmSetup:
 )
 def build_seqft_lora_ffn_plus(ctx: BenchContext) -> ArmSetup:
     return build_lora(ctx, FFN_LORA, 5e-4, loraplus_lr_ratio=16.0)
+
+
+@register_arm(
+    "seqft_pissa_ffn",
+    "seqft_lora_ffn initialised with PiSSA (init_lora_weights 'pissa_niter_4': the adapters start as the principal "
+    "singular directions of each weight, the base keeps the residual), lr 1e-3",
+)
+def build_seqft_pissa_ffn(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, FFN_LORA, lora_options={"init_lora_weights": "pissa_niter_4"})
+
+
+@register_arm(
+    "seqft_lora_ffn_bias",
+    "seqft_lora_ffn with every bias of the encoder trained too (peft bias='all', +0.1 % of the parameters), lr 1e-3",
+)
+def build_seqft_lora_ffn_bias(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, FFN_LORA, lora_options={"bias": "all"})
+
+
+@register_arm(
+    "seqft_lora_all_r8",
+    "seqft + LoRA r8/alpha 16 on every linear layer of the encoder (attention and feed-forward: 1.5 % of MiniLM's "
+    "parameters trainable with the head), lr 1e-3",
+)
+def build_seqft_lora_all_r8(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, ALL_LINEAR_LORA, lora_options={"r": 8, "lora_alpha": 16})
 
 
 @register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
