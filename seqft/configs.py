@@ -411,6 +411,14 @@ class SeqFTConfig(TrainingArguments):
             "tuned from, with a new head: DistilBERT-style)."
         },
     )
+    distill_unlabelled_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sentences without gold tags to distil on too: the teacher tags them once before training and "
+            "they join the training set (plain text one sentence per line, CoNLL with words in the first column, or "
+            "JSONL with 'tokens' or 'text'; gold tags in it are ignored). Token classification only."
+        },
+    )
     precompute_teacher: bool = field(
         default=False,
         metadata={"help": "Run the teacher once over the training set and reuse its outputs every epoch."},
@@ -462,6 +470,13 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("'student_init' chooses where 'student_layers' copies blocks from: set 'student_layers'.")
     if training_args.student_layers is not None and not training_args.teacher_model_name_or_path:
         raise RecipeError("'student_layers' builds the student from the teacher: set 'teacher_model_name_or_path'.")
+    if training_args.distill_unlabelled_file:
+        if not training_args.teacher_model_name_or_path:
+            raise RecipeError("'distill_unlabelled_file' is tagged by the teacher: set 'teacher_model_name_or_path'.")
+        if data_args.task == "sequence-classification":
+            raise RecipeError(
+                "'distill_unlabelled_file' holds sentences to tag word by word: token classification only."
+            )
     if data_args.task == "sequence-classification" and model_args.use_crf:
         raise RecipeError("'use_crf' labels sequences of tokens; remove it for task sequence-classification.")
     if model_args.use_crf and training_args.class_weights is not None:

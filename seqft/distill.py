@@ -81,6 +81,12 @@ step (no precomputed targets); multi-label (sigmoid) classifiers are not distill
 
 **Student from the teacher.** `build_student_from_teacher(teacher, [0, 2, 4])` deep-copies the teacher keeping those
 encoder blocks, in that order (DistilBERT-style initialisation); embeddings, head and CRF are copied.
+
+**Unlabelled sentences** (`distill_unlabelled_file`, token classification). Before training, the teacher tags each
+sentence of the file once, as `seqft.predict` would (each word's tag at its first subword; the constrained Viterbi
+path for a CRF teacher), and the sentences join the training set with those tags, converted into the student's
+scheme (`teacher_tagged_sentences`). The hard loss then learns the teacher's tags there (pseudo-labels), and the soft
+and hidden losses apply there as on gold sentences. Each epoch sees them as often as the labelled sentences.
 """
 
 from __future__ import annotations
@@ -494,6 +500,59 @@ def load_teacher_tokenizer(teacher: nn.Module):
     except (OSError, ValueError) as err:  # DataError is a ValueError
         logger.info(f"No tokenizer loaded from the teacher's path {path!r}: {err}")
         return None
+
+
+def teacher_tagged_sentences(
+    teacher: nn.Module,
+    path: str,
+    label_names: Sequence[str],
+    scheme: str,
+    *,
+    first_doc_id: int = 0,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+):
+    """The sentences of `path` tagged by the teacher, as training rows (`tokens`, `tags`, `doc_id`, `source`).
+
+    `path` is read as `seqft.predict` reads its input: plain text (one sentence per line, split on whitespace),
+    CoNLL (words in the first column; any other column, gold tags included, is ignored) or JSONL (`tokens` or
+    `text`). Each word gets the teacher's tag at its first subword (the constrained Viterbi path for a CRF
+    teacher; long sentences in the teacher's windows), converted into `scheme`, the student's scheme. Blank
+    sentences are skipped. Documents get ids from `first_doc_id` on, so they never join a training document.
+    """
+    from datasets import Dataset
+
+    from . import labels as schemes
+    from .predict import Predictor, read_input
+
+    tokenizer = load_teacher_tokenizer(teacher)
+    if tokenizer is None:
+        raise RecipeError(
+            f"distill_unlabelled_file: the teacher ({getattr(_base(teacher), 'name_or_path', '?')}) has no "
+            "tokenizer saved with it, so it cannot tag new sentences; save the tokenizer in its directory."
+        )
+    model_dir = getattr(_base(teacher), "name_or_path", "") or ""
+    predictor = Predictor(model_dir, model=teacher, tokenizer=tokenizer, device=device, batch_size=batch_size)
+    if list(predictor.labels) != list(label_names):
+        raise DataError(
+            f"distill_unlabelled_file: the teacher tags with {predictor.labels}, the student learns {list(label_names)}."
+        )
+    documents = [d for d in read_input(path, labels=predictor.labels) if d.words]
+    if not documents:
+        raise DataError(f"{path}: no sentences to tag (every line is blank).")
+    tagged = predictor.predict_documents(documents)
+    doc_ids: dict = {}
+    rows = {"tokens": [], "tags": [], "doc_id": [], "source": []}
+    for document, prediction in zip(documents, tagged):
+        tags = list(prediction.tags)
+        if predictor.scheme != scheme:
+            tags = schemes.convert(tags, predictor.scheme, scheme)
+        rows["tokens"].append(list(document.words))
+        rows["tags"].append(tags)
+        rows["doc_id"].append(first_doc_id + doc_ids.setdefault(document.doc_id, len(doc_ids)))
+        rows["source"].append(document.source)
+    logger.info(f"The teacher tagged {len(documents)} sentences of {path} for training.")
+    return Dataset.from_dict(rows)
 
 
 def build_student_from_teacher(teacher: nn.Module, layers: Sequence[int], use_crf: bool | None = None) -> nn.Module:

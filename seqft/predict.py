@@ -328,6 +328,8 @@ class Predictor:
         doc_context: int | None = None,
         truncate_long_sentences: bool | None = None,
         progress: bool = False,
+        model=None,
+        tokenizer=None,
         **from_pretrained_kwargs,
     ):
         import torch
@@ -339,10 +341,11 @@ class Predictor:
             raise SeqFTError(f"batch_size = {batch_size}: expected an integer >= 1.")
         self.model_dir = model_dir
         self.recipe = read_recipe(model_dir)
-        self.model = load_model(model_dir, **from_pretrained_kwargs)
+        # `model` / `tokenizer`: already loaded from `model_dir` (a teacher tagging sentences), not loaded again
+        self.model = model if model is not None else load_model(model_dir, **from_pretrained_kwargs)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
-        self.tokenizer = seqdata.load_tokenizer(model_dir)
+        self.tokenizer = tokenizer if tokenizer is not None else seqdata.load_tokenizer(model_dir)
         self.batch_size = batch_size
         self.progress = progress
 

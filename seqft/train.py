@@ -47,6 +47,7 @@ def write_resolved_recipe(model_args, data_args, training_args) -> str:
         ("train", data_args.train_file),
         ("validation", data_args.validation_file),
         ("test", data_args.test_file),
+        ("distill_unlabelled", training_args.distill_unlabelled_file),
     ):
         if spec:
             files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}
@@ -201,6 +202,18 @@ def run(argv=None) -> dict:
         raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
+    if teacher is not None and training_args.distill_unlabelled_file:  # teacher-tagged sentences join train
+        train = raw["train"]
+        extra = distill.teacher_tagged_sentences(
+            teacher,
+            seqdata.resolve_path(training_args.distill_unlabelled_file),
+            label_names,
+            scheme,
+            first_doc_id=max(seqdata.read_column(train, "doc_id"), default=-1) + 1,
+            batch_size=training_args.per_device_eval_batch_size,
+            device=training_args.device,
+        )
+        raw["train"] = datasets.concatenate_datasets([train, extra.cast(train.features)])
 
     copies_teacher = student_from_teacher and training_args.student_init == "teacher"
     tokenizer_path = teacher.name_or_path if copies_teacher else model_path

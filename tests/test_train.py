@@ -215,3 +215,58 @@ def test_group_by_length_serves_shuffled_length_groups(tmp_path):
     sampler = trainer._get_train_sampler(trainer._remove_unused_columns(ds))
     assert isinstance(sampler, ShuffledLengthGroupedSampler)
     assert sampler.lengths == ds["length"]
+
+
+def test_distill_unlabelled_file_adds_teacher_tagged_sentences(fixture_dir, tmp_path):
+    from seqft import DataError, RecipeError, distill
+    from seqft import labels as schemes
+    from seqft.predict import Document, Predictor
+    from seqft.train import run
+
+    teacher_dir = tmp_path / "teacher"
+    assert main([recipe(fixture_dir, teacher_dir, max_steps=6, do_eval=False, do_predict=False)]) == 0
+    unlabelled = tmp_path / "more.txt"
+    unlabelled.write_text("mary lives in new york .\n\njohn smith works for acme corp in paris .\nberlin\n")
+
+    # the teacher's tags are seqft.predict's tags for the same words, converted into the student's scheme
+    teacher = distill.load_teacher(str(teacher_dir))
+    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    rows = distill.teacher_tagged_sentences(teacher, str(unlabelled), labels, "IOB2", first_doc_id=7)
+    words = [s.split() for s in ("mary lives in new york .", "john smith works for acme corp in paris .", "berlin")]
+    assert rows["tokens"] == words  # the blank line is skipped
+    tagged = Predictor(str(teacher_dir)).predict_documents([Document.from_words(w) for w in words])
+    assert rows["tags"] == [p.tags for p in tagged]
+    assert any(t != "O" for s in rows["tags"] for t in s)  # the teacher learnt something to pass on
+    assert rows["doc_id"] == [7, 8, 9] and rows["source"] == [f"{unlabelled}:{n}" for n in (1, 3, 4)]
+    iob1 = distill.teacher_tagged_sentences(teacher, str(unlabelled), labels, "IOB1")["tags"]
+    assert iob1 == [schemes.convert(s, "IOB2", "IOB1") for s in rows["tags"]]
+
+    # from a recipe: the three sentences join the 18 labelled ones; the recipe records the file's fingerprint
+    out = tmp_path / "student"
+    student = recipe(
+        fixture_dir,
+        out,
+        teacher_model_name_or_path=str(teacher_dir),
+        distill_unlabelled_file=str(unlabelled),
+        max_steps=2,
+        do_eval=False,
+        do_predict=False,
+    )
+    assert main([student]) == 0
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] == 18 + 3
+    assert json.loads((out / "seqft_recipe.json").read_text())["data_files"]["distill_unlabelled"]["sha256"]
+
+    with pytest.raises(RecipeError, match="'distill_unlabelled_file' is tagged by the teacher"):
+        run([recipe(fixture_dir, tmp_path / "x", distill_unlabelled_file=str(unlabelled))])
+    missing = str(tmp_path / "nope.txt")
+    with pytest.raises(DataError, match="nope.txt: no such file"):
+        run(
+            [
+                recipe(
+                    fixture_dir,
+                    tmp_path / "y",
+                    teacher_model_name_or_path=str(teacher_dir),
+                    distill_unlabelled_file=missing,
+                )
+            ]
+        )
