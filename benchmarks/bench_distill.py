@@ -177,39 +177,30 @@ def build_student_distilled_logits(ctx: BenchContext) -> ArmSetup:
 
 
 def _teacher_labelled(ctx: BenchContext, count: int):
-    """The `count` training sentences after the labelled subset, their gold tags replaced by the teacher's
-    predictions (argmax at each word's first subword). seqft distils only at labelled positions (labels != -100),
-    so unlabelled sentences need some label: the teacher's own."""
-    import torch
-    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+    """The `count` training sentences after the labelled subset, their gold tags replaced by the teacher's: the
+    words are written to a CoNLL file that `seqft.distill.teacher_tagged_sentences` reads, as a recipe's
+    `distill_unlabelled_file` is read (each word's tag at its first subword, argmax for this plain teacher)."""
+    import tempfile
 
     from seqft import data as seqdata
+    from seqft import distill
     from seqft.configs import DataArguments
-    from seqft.metrics import align_predictions
 
     s = ctx.settings
     start = len(ctx.raw["train"])
     data_args = DataArguments(train_file=s.train_file, max_train_samples=start + count, label_scheme="IOB2")
     raw, _, _ = seqdata.prepare_labels(seqdata.load_raw_splits(data_args, s.seed), "IOB2", ctx.label_names)
     extra = raw["train"].select(range(start, len(raw["train"])))
-    tokenizer = seqdata.load_tokenizer(s.teacher_dir)
-    tokenized = seqdata.tokenize_split(extra, tokenizer, ctx.label2id, s.max_seq_length, False)
-    if len(tokenized) != len(extra):
-        raise SystemExit("a sentence was cut into windows: raise --max_seq_length")
-    rows = tokenized.select_columns(["input_ids", "attention_mask", "token_type_ids", "labels"]).to_list()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # little padding
-    teacher = AutoModelForTokenClassification.from_pretrained(s.teacher_dir).eval()
-    collate = DataCollatorForTokenClassification(tokenizer, padding=True)
-    predicted = [None] * len(rows)
-    with torch.inference_mode():
-        for i in range(0, len(order), s.eval_batch_size):
-            chunk = order[i : i + s.eval_batch_size]
-            batch = collate([rows[j] for j in chunk])
-            logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            tags = align_predictions(logits.numpy(), batch["labels"].numpy(), ctx.id2label).predictions
-            for j, row in zip(chunk, tags):
-                predicted[j] = row
-    assert [len(t) for t in predicted] == [len(w) for w in extra["tokens"]]
+    teacher = distill.load_teacher(s.teacher_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "unlabelled.conll")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("".join("\n".join(words) + "\n\n" for words in extra["tokens"]))
+        tagged = distill.teacher_tagged_sentences(
+            teacher, path, ctx.label_names, "IOB2", first_doc_id=start, batch_size=s.eval_batch_size
+        )
+    assert tagged["tokens"] == extra["tokens"]
+    predicted = tagged["tags"]
     agreement = sum(a == b for p, g in zip(predicted, extra["tags"]) for a, b in zip(p, g))
     print(f"teacher tags on the extra sentences: {agreement / sum(len(t) for t in predicted):.4f} token accuracy")
     return extra.remove_columns("tags").add_column("tags", predicted).cast(ctx.raw["train"].features)

@@ -49,6 +49,8 @@ def test_quick_run_trains_teacher_and_both_students(tmp_path):
             str(tmp_path / "out" / "teacher"),
             "--student_init",
             "base",
+            # ... and adds a third student: 8 more sentences, tagged by the teacher as distill_unlabelled_file is
+            *["--train_samples", "16", "--extra_arms", "student_distilled_unlabelled", "--unlabelled_samples", "8"],
             "--output",
             f"{prefix}-reused",
         ],
@@ -90,3 +92,6 @@ def test_quick_run_trains_teacher_and_both_students(tmp_path):
     assert reused["summary"]["teacher_f1"] == reused["speed"]["teacher"]["f1"]
     assert reused["settings"]["student_init"] == "base" and record["settings"]["student_init"] == "teacher"
     assert "blocks [0, 2, 4] of the pretrained encoder, new head" in Path(str(prefix) + "-reused.md").read_text()
+    extra = reused["students"]["student_distilled_unlabelled"]
+    assert extra["steps"] == reused["students"]["student_alone"]["steps"]  # same budget, more sentences
+    assert "teacher tags on the extra sentences" in proc.stdout
