@@ -419,6 +419,24 @@ def build_seqft_lora_ffn_bias(ctx: BenchContext) -> ArmSetup:
 
 
 @register_arm(
+    "seqft_lora_ffn_bias_ln",
+    "seqft_lora_ffn_bias with every LayerNorm of the encoder trained too (peft modules_to_save, +0.04 % of the "
+    "parameters), lr 1e-3",
+)
+def build_seqft_lora_ffn_bias_ln(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, FFN_LORA, lora_options={"bias": "all", "modules_to_save": ["LayerNorm"]})
+
+
+@register_arm(
+    "seqft_dora_ffn_bias",
+    "seqft_lora_ffn_bias with DoRA (use_dora: each adapted weight's column norms trained as a magnitude vector, "
+    "+0.03 % of the parameters), lr 1e-3",
+)
+def build_seqft_dora_ffn_bias(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, FFN_LORA, lora_options={"bias": "all", "use_dora": True})
+
+
+@register_arm(
     "seqft_lora_all_r8",
     "seqft + LoRA r8/alpha 16 on every linear layer of the encoder (attention and feed-forward: 1.5 % of MiniLM's "
     "parameters trainable with the head), lr 1e-3",
