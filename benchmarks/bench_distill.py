@@ -69,6 +69,7 @@ class DistillSettings(BenchSettings):
     distill_hidden_weight: float = 1.0
     save_dir: str = ""  # where arms save their trained model (a callback, on_train_end); "" = not saved
     unlabelled_samples: int = 4000  # student_distilled_unlabelled: the next N training sentences, gold tags dropped
+    unlabelled_file: str = ""  # ... or instead every sentence of this CoNLL file (e.g. eng.testa), gold tags dropped
     student_init: str = "teacher"  # "teacher": the fine-tuned teacher's blocks; "base": the pretrained encoder's
     teacher_train_samples: int | None = (
         None  # the teacher's first N training sentences; None = the students' N, 0 = all
@@ -177,9 +178,10 @@ def build_student_distilled_logits(ctx: BenchContext) -> ArmSetup:
 
 
 def _teacher_labelled(ctx: BenchContext, count: int):
-    """The `count` training sentences after the labelled subset, their gold tags replaced by the teacher's: the
-    words are written to a CoNLL file that `seqft.distill.teacher_tagged_sentences` reads, as a recipe's
-    `distill_unlabelled_file` is read (each word's tag at its first subword, argmax for this plain teacher)."""
+    """The `count` training sentences after the labelled subset (or `--unlabelled_file`'s sentences), their gold
+    tags replaced by the teacher's: the words are written to a CoNLL file that
+    `seqft.distill.teacher_tagged_sentences` reads, as a recipe's `distill_unlabelled_file` is read (each word's tag
+    at its first subword, argmax for this plain teacher)."""
     import tempfile
 
     from seqft import data as seqdata
@@ -188,9 +190,12 @@ def _teacher_labelled(ctx: BenchContext, count: int):
 
     s = ctx.settings
     start = len(ctx.raw["train"])
-    data_args = DataArguments(train_file=s.train_file, max_train_samples=start + count, label_scheme="IOB2")
+    if s.unlabelled_file:  # sentences neither the teacher nor the students were trained on
+        data_args = DataArguments(train_file=s.unlabelled_file, label_scheme="IOB2")
+    else:
+        data_args = DataArguments(train_file=s.train_file, max_train_samples=start + count, label_scheme="IOB2")
     raw, _, _ = seqdata.prepare_labels(seqdata.load_raw_splits(data_args, s.seed), "IOB2", ctx.label_names)
-    extra = raw["train"].select(range(start, len(raw["train"])))
+    extra = raw["train"] if s.unlabelled_file else raw["train"].select(range(start, len(raw["train"])))
     teacher = distill.load_teacher(s.teacher_dir)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "unlabelled.conll")

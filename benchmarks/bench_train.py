@@ -445,6 +445,16 @@ def build_seqft_lora_all_r8(ctx: BenchContext) -> ArmSetup:
     return build_lora(ctx, ALL_LINEAR_LORA, lora_options={"r": 8, "lora_alpha": 16})
 
 
+@register_arm(
+    "seqft_lora_all_r8_bias_ln",
+    "seqft_lora_all_r8 with every bias and LayerNorm of the encoder trained too (1.6 % of MiniLM's parameters), "
+    "lr 1e-3",
+)
+def build_seqft_lora_all_r8_bias_ln(ctx: BenchContext) -> ArmSetup:
+    options = {"r": 8, "lora_alpha": 16, "bias": "all", "modules_to_save": ["LayerNorm"]}
+    return build_lora(ctx, ALL_LINEAR_LORA, lora_options=options)
+
+
 @register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
 def build_seqft_llrd(ctx: BenchContext) -> ArmSetup:
     return build_seqft(
