@@ -319,9 +319,9 @@ def enabled_features(trainer, model, base, is_adapter: bool, is_crf: bool) -> li
             teacher_name = getattr(getattr(teacher, "config", None), "_name_or_path", None) or type(teacher).__name__
         settings = {"teacher": teacher_name}
         for key in ("distill_alpha", "distill_temperature", "distill_hidden_weight", "distill_layer_map",
-                    "student_layers", "precompute_teacher"):  # fmt: skip
+                    "student_layers", "student_init", "precompute_teacher", "distill_unlabelled_file"):  # fmt: skip
             value = getattr(args, key, None)
-            if value not in (None, False):
+            if value not in (None, False) and (key != "student_init" or getattr(args, "student_layers", None)):
                 settings[key] = value
         features.append(Feature("Distillation", ["distillation"], settings))
     return features

@@ -302,6 +302,7 @@ def test_adapter_card_and_usage_snippet(workdir, tmp_path, peft_type, crf):
         ({"head_learning_rate": 1e-3}, ["llrd"]),
         ({"teacher_model_name_or_path": "some/teacher", "distill_alpha": 0.3}, ["distillation"]),
         ({"layer_decay": 0.9, "teacher_model_name_or_path": "some/teacher"}, ["llrd", "distillation"]),
+        ({"teacher_model_name_or_path": "some/teacher", "distill_unlabelled_file": "more.txt"}, ["distillation"]),
     ],
 )
 def test_feature_tags_from_arguments(tmp_path, settings, tags):
@@ -313,6 +314,8 @@ def test_feature_tags_from_arguments(tmp_path, settings, tags):
     assert [tag for feature in features for tag in feature.tags] == tags
     if "teacher_model_name_or_path" in settings:
         assert features[-1].settings["teacher"] == "some/teacher"
+        assert features[-1].settings.get("distill_unlabelled_file") == settings.get("distill_unlabelled_file")
+        assert "student_init" not in features[-1].settings  # only with student_layers
     if "head_learning_rate" in settings and "layer_decay" not in settings:
         assert features[0].settings == {"learning_rate": 5e-5, "head_learning_rate": 1e-3}
 
