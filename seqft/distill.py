@@ -532,15 +532,19 @@ def teacher_tagged_sentences(
             "tokenizer saved with it, so it cannot tag new sentences; save the tokenizer in its directory."
         )
     model_dir = getattr(_base(teacher), "name_or_path", "") or ""
-    predictor = Predictor(model_dir, model=teacher, tokenizer=tokenizer, device=device, batch_size=batch_size)
-    if list(predictor.labels) != list(label_names):
-        raise DataError(
-            f"distill_unlabelled_file: the teacher tags with {predictor.labels}, the student learns {list(label_names)}."
-        )
-    documents = [d for d in read_input(path, labels=predictor.labels) if d.words]
-    if not documents:
-        raise DataError(f"{path}: no sentences to tag (every line is blank).")
-    tagged = predictor.predict_documents(documents)
+    if _is_zero3(teacher):  # loaded partitioned (ZeRO-3): gathered whole for this one pass, where its shards live
+        device = next(teacher.parameters()).device
+    with _gathered(teacher):
+        predictor = Predictor(model_dir, model=teacher, tokenizer=tokenizer, device=device, batch_size=batch_size)
+        if list(predictor.labels) != list(label_names):
+            raise DataError(
+                f"distill_unlabelled_file: the teacher tags with {predictor.labels}, the student learns "
+                f"{list(label_names)}."
+            )
+        documents = [d for d in read_input(path, labels=predictor.labels) if d.words]
+        if not documents:
+            raise DataError(f"{path}: no sentences to tag (every line is blank).")
+        tagged = predictor.predict_documents(documents)
     doc_ids: dict = {}
     rows = {"tokens": [], "tags": [], "doc_id": [], "source": []}
     for document, prediction in zip(documents, tagged):

@@ -56,7 +56,7 @@ TEST = SENTENCES[::-1] + SENTENCES[2:3]
 # ZeRO-3 runs without distillation: seqft.distill refuses a CRF student under ZeRO-3 (it computes the CRF's marginals
 # outside the CRF module's forward, where ZeRO-3 has not gathered its parameters; before the check this failed with
 # "The size of tensor a (7) must match the size of tensor b (0)"). Remove this exclusion once distillation supports it.
-ZERO3_EXCLUDED = ("teacher_model_name_or_path", "distill_alpha")
+ZERO3_EXCLUDED = ("teacher_model_name_or_path", "distill_alpha", "distill_unlabelled_file")
 
 
 def has_module(name: str) -> bool:
@@ -250,6 +250,7 @@ def features() -> dict:
     if has_module("seqft.distill"):
         on["distill_alpha"] = 0.5
         on["teacher_model_name_or_path"] = None  # filled with the fixture's teacher
+        on["distill_unlabelled_file"] = None  # filled with the fixture's sentences, tagged by the teacher on each rank
     return on
 
 
@@ -275,6 +276,8 @@ def fixtures(tmp_path_factory):
         }
         (root / "teacher.json").write_text(json.dumps(teacher))
         assert main([str(root / "teacher.json")]) == 0
+        # 4 more sentences: 16 in all, whole global batches of 4 on 1 and on 2 ranks
+        (root / "unlabelled.txt").write_text("mary lives in paris .\njohn works for acme .\nberlin\nreuters said .\n")
     for path in DEEPSPEED_JSONS:  # the shipped configs, with bf16 taken from the recipe (off on CPU)
         config = json.loads(path.read_text())
         config["bf16"] = {"enabled": "auto"}
@@ -310,6 +313,7 @@ def recipe(root: Path, name: str, exclude=(), **overrides) -> str:
     }
     if "teacher_model_name_or_path" in r:
         r["teacher_model_name_or_path"] = str(root / "teacher")
+        r["distill_unlabelled_file"] = str(root / "unlabelled.txt")
     for key in exclude:
         r.pop(key, None)
     r.update(overrides)
@@ -426,6 +430,8 @@ def test_zero3_two_ranks_with_distillation(fixtures, reference):
     check_two_rank_run(fixtures / "zero3-distill", reference(exclude), rtol=1e-3, atol=1e-5, loss_rel=1e-4)
     log = json.loads((fixtures / "zero3-distill" / "trainer_state.json").read_text())["log_history"]
     assert any("loss_soft" in entry for entry in log)  # the teacher really took part
+    # the sharded teacher, gathered once, tagged distill_unlabelled_file's 4 sentences, which joined the 12 labelled
+    assert json.loads((fixtures / "zero3-distill" / "train_results.json").read_text())["train_samples"] == 16
     assert (fixtures / "zero3-distill" / "adapter_config.json").is_file()
 
 
