@@ -455,6 +455,28 @@ def build_seqft_lora_all_r8_bias_ln(ctx: BenchContext) -> ArmSetup:
     return build_lora(ctx, ALL_LINEAR_LORA, lora_options=options)
 
 
+@register_arm(
+    "seqft_frozen_words",
+    "seqft with the word embeddings frozen (51 % of MiniLM's parameters): how much of full fine-tuning's lead over "
+    "LoRA the embedding table carries",
+)
+def build_seqft_frozen_words(ctx: BenchContext) -> ArmSetup:
+    setup = build_seqft(ctx)
+    setup.trainer.model.get_input_embeddings().weight.requires_grad_(False)
+    return setup
+
+
+@register_arm(
+    "seqft_lora_ffn_emb",
+    "seqft_lora_ffn_bias_ln plus LoRA r4 on the word embeddings (rank_pattern; 2.3 % of MiniLM's parameters "
+    "trainable: over the 2 % bound, a diagnostic), lr 1e-3",
+)
+def build_seqft_lora_ffn_emb(ctx: BenchContext) -> ArmSetup:
+    target = r".*(\.layer\.\d+\.(intermediate\.dense|output\.dense)|embeddings\.word_embeddings)"
+    options = {"bias": "all", "modules_to_save": ["LayerNorm"], "rank_pattern": {"word_embeddings": 4}}
+    return build_lora(ctx, target, lora_options=options)
+
+
 @register_arm("seqft_llrd", "seqft + layer-wise LR decay 0.85 from lr 1.5e-4, head at 1e-3")
 def build_seqft_llrd(ctx: BenchContext) -> ArmSetup:
     return build_seqft(
