@@ -456,6 +456,15 @@ def build_seqft_lora_all_r8_bias_ln(ctx: BenchContext) -> ArmSetup:
 
 
 @register_arm(
+    "seqft_lora_ffn_value",
+    "seqft + LoRA r16/alpha 32 on the feed-forward projections and the attention value projection (1.96 % of "
+    "MiniLM's parameters trainable with the head), lr 1e-3",
+)
+def build_seqft_lora_ffn_value(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, r".*\.layer\.\d+\.(intermediate\.dense|output\.dense|attention\.self\.value)")
+
+
+@register_arm(
     "seqft_frozen_words",
     "seqft with the word embeddings frozen (51 % of MiniLM's parameters): how much of full fine-tuning's lead over "
     "LoRA the embedding table carries",
