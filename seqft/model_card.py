@@ -321,8 +321,10 @@ def enabled_features(trainer, model, base, is_adapter: bool, is_crf: bool) -> li
         for key in ("distill_alpha", "distill_temperature", "distill_hidden_weight", "distill_layer_map",
                     "student_layers", "student_init", "precompute_teacher", "distill_unlabelled_file"):  # fmt: skip
             value = getattr(args, key, None)
-            if value not in (None, False) and (key != "student_init" or getattr(args, "student_layers", None)):
+            if value not in (None, False):
                 settings[key] = value
+        if "student_layers" not in settings:  # student_init only says where student_layers' blocks come from
+            settings.pop("student_init", None)
         features.append(Feature("Distillation", ["distillation"], settings))
     return features
 

@@ -314,7 +314,9 @@ class Predictor:
     """A fine-tuned model with its tokenizer and the windowing of its training recipe.
 
     `max_seq_length`, `stride`, `doc_context` and `truncate_long_sentences` default to the values in the model's
-    `seqft_recipe.json` (then to training's defaults). Extra keyword arguments go to `from_pretrained`.
+    `seqft_recipe.json` (then to training's defaults). Extra keyword arguments go to `from_pretrained`. `model` and
+    `tokenizer`, when given, are that directory's model and tokenizer already in memory (a distillation teacher):
+    they are used instead of loading them again.
     """
 
     def __init__(
@@ -341,7 +343,6 @@ class Predictor:
             raise SeqFTError(f"batch_size = {batch_size}: expected an integer >= 1.")
         self.model_dir = model_dir
         self.recipe = read_recipe(model_dir)
-        # `model` / `tokenizer`: already loaded from `model_dir` (a teacher tagging sentences), not loaded again
         self.model = model if model is not None else load_model(model_dir, **from_pretrained_kwargs)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
