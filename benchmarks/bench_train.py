@@ -428,6 +428,16 @@ def build_seqft_lora_ffn_bias_ln(ctx: BenchContext) -> ArmSetup:
 
 
 @register_arm(
+    "seqft_lora_ffn_bias_ln_eva",
+    "seqft_lora_ffn_bias_ln initialised with EVA (init_lora_weights 'eva': each A from the principal directions of "
+    "its layer's inputs on the training set, ranks redistributed up to 2r by explained variance), lr 1e-3",
+)
+def build_seqft_lora_ffn_bias_ln_eva(ctx: BenchContext) -> ArmSetup:
+    options = {"bias": "all", "modules_to_save": ["LayerNorm"], "init_lora_weights": "eva"}
+    return build_lora(ctx, FFN_LORA, lora_options=options)
+
+
+@register_arm(
     "seqft_dora_ffn_bias",
     "seqft_lora_ffn_bias with DoRA (use_dora: each adapted weight's column norms trained as a magnitude vector, "
     "+0.03 % of the parameters), lr 1e-3",

@@ -1,7 +1,8 @@
 """Parameter-efficient fine-tuning with peft: adapter configs from recipe dicts, the task head and CRF trained and saved
 with the adapter, adapter-only checkpoints that load offline, and merging into a plain model.
 
-One hook: `SeqFTTrainer(..., peft_config=...)` calls `wrap_model` at construction; `seqft.train` also calls
+One hook: `SeqFTTrainer(..., peft_config=...)` calls `wrap_model` and then `initialize_from_data` at construction;
+`seqft.train` also calls
 `check_peft_spec` before loading anything and `merge_and_save` after `save_model` when `merge_adapter` is set.
 
 * `check_peft_spec(spec, merge=...)` — validation without a model (run before any data or weights are loaded):
@@ -13,6 +14,8 @@ One hook: `SeqFTTrainer(..., peft_config=...)` calls `wrap_model` at constructio
   learning, and every module outside the encoder (`classifier`, `pre_classifier`, `pooler`, `crf`, ...) in
   `modules_to_save`. The caller's dict or config object is never modified.
 * `wrap_model(model, spec)` — the `PeftModel`; logs `trainable_parameters`.
+* `initialize_from_data(trainer)` — EVA (`init_lora_weights: "eva"`): the LoRA A matrices from the principal
+  directions of each adapted layer's inputs on the training set, before the first step (the trainer's hook).
 * `load_adapter_model(path)` — rebuilds the base model (the pretrained encoder named in `adapter_config.json`, plus
   the task model's own config saved in `path/base_config/`) and loads the adapter, head and CRF into it.
 * `merge_and_save(peft_model, output_dir)` — a plain transformers model with the adapter merged in.
@@ -66,6 +69,7 @@ __all__ = [
     "build_peft_config",
     "check_peft_spec",
     "head_modules",
+    "initialize_from_data",
     "load_adapter_model",
     "merge_and_save",
     "trainable_parameters",
@@ -87,6 +91,12 @@ _DECODER_ONLY = (PeftType.ADAPTION_PROMPT, PeftType.XLORA)
 _TASK_TYPES = (TaskType.TOKEN_CLS, TaskType.SEQ_CLS)
 # Options seqft sets itself; a recipe that sets them would be overwritten or break loading.
 _MANAGED_OPTIONS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
+# LoRA initialisations that need a pass of their own before the model is wrapped, which seqft does not run: without it
+# peft errors (corda) or silently starts from a plain LoRA init (lora_ga), and a reloaded checkpoint would not get the
+# base weights these methods rewrite.
+_PREPROCESSED_INITS = {"corda": "peft.preprocess_corda", "lora_ga": "peft.preprocess_loraga"}
+_RANDOMISED_INIT_SEED = 0
+"""Seed of `pissa_niter_N`'s randomised SVD, at wrapping and again at loading (see `_new_peft_model`)."""
 
 # Encoder families peft 0.21 has no default target modules for, in the same spirit as peft's tables (attention
 # query/value for LoRA-like methods; key, value and the feed-forward output for IA3). Looked up after peft's own table.
@@ -175,6 +185,14 @@ def check_peft_spec(spec: dict | PeftConfig, *, merge: bool = False) -> type[Pef
                 f"peft_config: task_type {task_type!r} is not a sequence-labelling task: use TOKEN_CLS or SEQ_CLS "
                 "(or leave it out: seqft infers it from the model)."
             )
+    init = spec.get("init_lora_weights") if isinstance(spec, dict) else getattr(spec, "init_lora_weights", None)
+    if isinstance(init, str) and init in _PREPROCESSED_INITS:
+        raise RecipeError(
+            f"peft_config: init_lora_weights {init!r} needs {_PREPROCESSED_INITS[init]} to run over the data "
+            "before the model is wrapped, which seqft does not do (and a reloaded checkpoint would miss the base "
+            'weights it rewrites). Use "eva" (a data-driven initialisation that seqft runs on the training set), '
+            '"pissa", "olora" or true.'
+        )
     if merge and peft_type in _PROMPT_TYPES:
         raise RecipeError(
             f"merge_adapter: peft_type '{peft_type.value}' cannot be merged into the base weights (its virtual tokens "
@@ -521,6 +539,23 @@ def trainable_parameters(model: nn.Module) -> dict:
     return {"trainable": trainable, "total": total, "share": trainable / total if total else 0.0}
 
 
+def _new_peft_model(model: nn.Module, config: PeftConfig) -> PeftModel:
+    """seqft's peft model class for the task around `model`.
+
+    PiSSA and OLoRA move the adapter's initial value out of the base weights, and peft redoes that when a checkpoint
+    is loaded onto the pretrained encoder. PiSSA's fast variant (`pissa_niter_N`) does it with a randomised SVD, so
+    it runs under a fixed seed: otherwise the reloaded base differs from the trained one (logits moved by ~1e-3 on a
+    tiny BERT) and the reloaded model no longer predicts what the trained one did.
+    """
+    model_cls = _PEFT_MODEL_CLASSES[config.task_type]
+    if not str(getattr(config, "init_lora_weights", "")).lower().startswith("pissa_niter_"):
+        return model_cls(model, config)
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(_RANDOMISED_INIT_SEED)
+        return model_cls(model, config)
+
+
 def wrap_model(model: nn.Module, spec: dict | PeftConfig) -> PeftModel:
     """Wrap `model` with the adapter `spec` describes (see `build_peft_config`); the head and CRF are trainable.
 
@@ -531,7 +566,7 @@ def wrap_model(model: nn.Module, spec: dict | PeftConfig) -> PeftModel:
     config = build_peft_config(spec, model)
     _check_prompt_support(model, config)
     config.base_model_name_or_path = _base_model_path(model)
-    peft_model = _PEFT_MODEL_CLASSES[config.task_type](model, config)
+    peft_model = _new_peft_model(model, config)
     # peft appends its own ["classifier", "score"] to modules_to_save; keep the saved list readable.
     stored = peft_model.peft_config["default"]
     if getattr(stored, "modules_to_save", None):
@@ -542,6 +577,59 @@ def wrap_model(model: nn.Module, spec: dict | PeftConfig) -> PeftModel:
         f"({100 * counts['share']:.3f}%); trained and saved with the adapter: {', '.join(stored.modules_to_save or [])}"
     )
     return peft_model
+
+
+def initialize_from_data(trainer) -> None:
+    """EVA, when the adapter asks for it (`init_lora_weights: "eva"`, options in `eva_config`); nothing otherwise.
+
+    Explained Variance Adaptation starts each LoRA A matrix from the principal directions of its layer's inputs and
+    spreads the rank budget (`r` times the number of adapted layers) over the layers by explained variance, up to
+    `eva_config.rho * r` each; B starts at zero, so the model starts as the pretrained one and checkpoints reload
+    onto the untouched encoder. peft leaves this to the caller (without it "eva" trains from a plain LoRA init);
+    seqft runs it here, before the first step, on the training set in order (`eval` batch size, the trainer's
+    collator), on the positions that have a label when `eva_config.use_label_mask` (peft's default) is on, and
+    stops when every layer's components have converged. On several ranks each takes its shard and the inputs are
+    gathered, so all ranks compute the same directions.
+    """
+    from peft.tuners.lora.eva import initialize_lora_eva_weights
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    model = trainer.model
+    config = model.peft_config["default"] if hasattr(model, "peft_config") else None
+    if getattr(config, "init_lora_weights", None) != "eva":
+        return
+    if trainer.train_dataset is None:
+        raise RecipeError('peft_config: init_lora_weights "eva" starts from the training set; there is none.')
+    if is_deepspeed_zero3_enabled():
+        raise RecipeError(
+            'peft_config: init_lora_weights "eva" needs the whole model on each rank for its pass over the data, '
+            "and DeepSpeed ZeRO-3 partitions it. Use ZeRO-2, or another init_lora_weights."
+        )
+
+    def forward(model, inputs):  # the encoder's activations are what counts: no loss, no labels
+        return model(**{key: value for key, value in inputs.items() if key != "labels"})
+
+    def positions(inputs, peft_config):  # (N, 2) indices of the tokens whose layer inputs enter the SVD
+        mask = inputs["attention_mask"].bool()
+        labels = inputs.get("labels")
+        if peft_config.eva_config.use_label_mask and labels is not None and labels.shape == mask.shape:
+            mask = mask & (labels != peft_config.eva_config.label_mask_value)  # token labels; not a sentence's
+        return mask.nonzero()
+
+    initialize_lora_eva_weights(
+        model,
+        trainer.get_eval_dataloader(trainer.train_dataset),
+        forward_fn=forward,
+        prepare_model_inputs_fn=positions,
+        gather_distributed_inputs=trainer.args.world_size > 1,
+        show_progress_bar=not trainer.args.disable_tqdm,
+    )
+    counts = trainable_parameters(model)
+    ranks = sorted(set(config.rank_pattern.values())) if config.rank_pattern else [config.r]
+    logger.info(
+        f"EVA initialised the LoRA adapters on the training set: ranks {ranks[0]}-{ranks[-1]} (budget r={config.r} per "
+        f"layer); {counts['trainable']:,} trainable parameters ({100 * counts['share']:.3f}%)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -591,7 +679,7 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
         )
         base = auto_cls.from_pretrained(base_path, config=config, **from_pretrained_kwargs)
 
-    peft_model = _PEFT_MODEL_CLASSES[peft_config.task_type](base, peft_config)
+    peft_model = _new_peft_model(base, peft_config)
     peft_model.load_adapter(path, "default", is_trainable=is_trainable)
     return peft_model if is_trainable else peft_model.eval()
 

@@ -6,7 +6,7 @@ One home and one hook per feature:
 |--------------|---------------------|-----------------------------------------------------------------------|
 | CRF          | seqft/modeling/     | the model itself (its loss, its Viterbi logits); nothing here         |
 | LLRD         | seqft/optim.py      | `create_optimizer` (falls through to `super()` when off)              |
-| PEFT         | seqft/adapters.py   | construction: `peft_config=`                                          |
+| PEFT         | seqft/adapters.py   | construction: `peft_config=` (wrap; EVA's data pass)                  |
 | distillation | seqft/distill.py    | construction: `teacher_model=`; `compute_loss` adds the soft loss     |
 | model card   | seqft/model_card.py | `create_model_card`                                                   |
 | class weights| seqft/seqcls.py     | construction: `class_weights` -> a weight tensor in the loss closure  |
@@ -73,6 +73,10 @@ class SeqFTTrainer(Trainer):
                 return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
 
         super().__init__(model=model, args=args, compute_loss_func=compute_loss_func, **kwargs)
+        if peft_config is not None:
+            from .adapters import initialize_from_data
+
+            initialize_from_data(self)  # EVA's pass over the training set; nothing for other initialisations
         self._metrics = defaultdict(list)
         self.teacher_model = None
         if teacher_model is not None:

@@ -145,6 +145,16 @@ def test_unknown_method_and_decoder_only_methods_are_errors():
         adapters.check_peft_spec({"peft_type": "LORA", "base_model_name_or_path": "x"})
 
 
+@pytest.mark.parametrize("init", ["corda", "lora_ga"])
+def test_initialisations_that_need_a_pass_seqft_does_not_run_are_refused(init):
+    # without peft.preprocess_loraga, peft silently falls back to a plain LoRA init; corda errors deep in peft
+    for spec in ({"peft_type": "LORA", "init_lora_weights": init}, LoraConfig(init_lora_weights=init)):
+        with pytest.raises(RecipeError, match=f"init_lora_weights '{init}' needs peft.preprocess_") as info:
+            adapters.check_peft_spec(spec)
+        assert '"eva"' in str(info.value)
+    adapters.check_peft_spec({"peft_type": "LORA", "init_lora_weights": "eva"})
+
+
 @pytest.mark.parametrize("peft_type", ["PREFIX_TUNING", "p_tuning", "PROMPT_TUNING"])
 def test_merging_a_prompt_learning_method_is_refused_up_front(peft_type):
     with pytest.raises(RecipeError, match="cannot be merged into the base weights"):
@@ -354,6 +364,71 @@ def test_adapter_checkpoint_round_trip_restores_head_and_crf(root, dataset, tmp_
             torch.testing.assert_close(getattr(restored, name), getattr(trained, name), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("init", ["pissa_niter_2", "olora", "eva"])
+def test_adapter_checkpoint_round_trip_with_initialisations_that_change_the_base(root, dataset, tmp_path, init):
+    # PiSSA/OLoRA rewrite the base weights and peft redoes that when loading; pissa_niter_N's randomised SVD would
+    # redo it differently (logits off by ~1e-3) without the fixed seed. EVA keeps the base and starts B at zero.
+    torch.manual_seed(123)  # whatever the global RNG holds, the reloaded model predicts what the trained one did
+    trainer = make_trainer(stock_model(root), dict(LORA, init_lora_weights=init), dataset, tmp_path / "run")
+    trainer.train()
+    trainer.save_model()
+    torch.manual_seed(456)
+    loaded = adapters.load_adapter_model(tmp_path / "run")
+    inputs = batch(dataset)
+    torch.testing.assert_close(eval_logits(loaded, inputs), eval_logits(trainer.model, inputs), rtol=0, atol=1e-6)
+    merged = adapters.merge_and_save(trainer.model, tmp_path / "merged")
+    torch.testing.assert_close(eval_logits(merged, inputs), eval_logits(trainer.model, inputs), rtol=0, atol=1e-5)
+
+
+def _layer_inputs(model, dataset, layer: torch.nn.Module) -> tuple[torch.Tensor, dict]:
+    """The inputs of `layer` (a module of `model`) over all of `dataset` in one padded batch, and that batch."""
+    rows = []
+    handle = layer.register_forward_hook(lambda m, args, out: rows.append(args[0]))
+    inputs = batch_of(dataset, range(len(dataset)))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    handle.remove()
+    return rows[0], inputs
+
+
+def batch_of(dataset, indices):
+    keys = ("input_ids", "attention_mask", "labels")
+    return DataCollatorForTokenClassification(tiny_tokenizer())([{k: dataset[i][k] for k in keys} for i in indices])
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_eva_starts_each_adapter_from_the_principal_directions_of_its_inputs(root, dataset, tmp_path, kind):
+    spec = dict(LORA, init_lora_weights="eva", eva_config={"rho": 1.0, "tau": 0.9999})  # tau: converge tightly
+    trainer = make_trainer(MODELS[kind](root), spec, dataset, tmp_path, per_device_eval_batch_size=4)
+    layer = "encoder.layer.1.attention.self.query"
+    adapted = next(m for n, m in trainer.model.named_modules() if n.endswith(layer) and hasattr(m, "lora_A"))
+    a, b = adapted.lora_A["default"].weight.detach(), adapted.lora_B["default"].weight  # (r, in), (out, r)
+    torch.testing.assert_close(a @ a.T, torch.eye(a.shape[0]), rtol=0, atol=1e-5)  # orthonormal rows, not random
+    assert torch.count_nonzero(b) == 0  # the model starts as the pretrained one
+
+    # What EVA should find: the top-r principal directions of the layer's (centred) inputs at the labelled positions
+    # (peft's use_label_mask); those of every attended position are another subspace on this data.
+    with trainer.model.disable_adapter():
+        x, inputs = _layer_inputs(trainer.model, dataset, adapted)
+
+    def overlap(positions):  # cosines of the principal angles between span(a) and the top-r directions there
+        rows = x[positions] - x[positions].mean(dim=0)
+        return torch.linalg.svdvals(a @ torch.linalg.svd(rows, full_matrices=False).Vh[: a.shape[0]].T).min()
+
+    assert overlap(inputs["labels"] != -100) > 0.99
+    assert overlap(inputs["attention_mask"].bool()) < 0.9
+
+
+def test_eva_without_a_training_set_is_an_error(root):
+    with pytest.raises(RecipeError, match='"eva" starts from the training set'):
+        SeqFTTrainer(
+            model=stock_model(root),
+            args=SeqFTConfig(output_dir="unused", use_cpu=True, report_to="none"),
+            peft_config=dict(LORA, init_lora_weights="eva"),
+        )
+
+
 def test_prefix_tuning_checkpoint_round_trip_with_crf(root, dataset, tmp_path):
     trainer = make_trainer(crf_model(root), METHODS["prefix"], dataset, tmp_path / "run")
     trainer.train()
@@ -436,7 +511,12 @@ def test_cli_lora_crf_with_merge(root, tmp_path):
         "save_strategy": "no",
         "disable_tqdm": True,
         "use_crf": True,
-        "peft_config": {"peft_type": "LORA", "r": 4, "target_modules": ["query", "key", "value", "dense"]},
+        "peft_config": {
+            "peft_type": "LORA",
+            "r": 4,
+            "target_modules": ["query", "key", "value", "dense"],
+            "init_lora_weights": "eva",
+        },
         "merge_adapter": True,
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
