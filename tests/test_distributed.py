@@ -508,6 +508,41 @@ def test_one_sgd_step_is_the_same_on_one_and_two_ranks(tmp_path):
     assert not torch.allclose(stock_weights_two[name], stock_weights[name], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.skipif(not has_module("seqft.adapters"), reason="needs PEFT")
+def test_eva_on_two_ranks_finds_the_directions_of_the_whole_training_set(fixtures):
+    """EVA's pass over the training set on 2 ranks: each rank reads its shard and the layer inputs are gathered, so
+    both find the principal directions one process finds on all of it (the learning rate leaves them in place).
+    Rank 0's shard alone gives another subspace (cosines down to ~0.8), so this fails without the
+    gather."""
+    eva = {"peft_type": "LORA", "r": 8, "target_modules": ["query", "value"], "init_lora_weights": "eva"}
+    eva["eva_config"] = {"rho": 1.0, "tau": 0.9999}
+    # batches of 2 in order, dealt to the ranks in turn: rank 0 reads sentences 0, 2, 4 only, rank 1 the others
+    write_conll(fixtures / "train_eva.txt", [s for s in SENTENCES for _ in range(2)])
+    runs = {}
+    for name, command in (("eva_single", None), ("eva_ddp", ["torchrun", "--standalone", "--nproc_per_node", "2"])):
+        path = recipe(
+            fixtures,
+            name,
+            tuple(features()),
+            train_file=str(fixtures / "train_eva.txt"),
+            peft_config=eva,
+            learning_rate=1e-12,
+            max_steps=1,
+            do_eval=False,
+            do_predict=False,
+            save_strategy="no",
+        )
+        if command is None:
+            assert main([path]) == 0
+        else:
+            launch([*command, "-m", "seqft.train", path])
+        runs[name] = {k: v for k, v in weights(fixtures / name).items() if ".lora_A." in k}
+    assert runs["eva_single"].keys() == runs["eva_ddp"].keys() and len(runs["eva_single"]) == 4
+    for key, a in runs["eva_single"].items():
+        cosines = torch.linalg.svdvals(a @ runs["eva_ddp"][key].T)  # principal angles between the two row spaces
+        assert cosines.min() > 0.95, (key, cosines)
+
+
 def test_processes_that_do_not_join_a_group_are_refused(fixtures, monkeypatch, capsys):
     """A 2-process launch of a recipe without use_cpu on a machine without GPUs starts two independent runs that both
     write output_dir; seqft stops them before anything is loaded."""
