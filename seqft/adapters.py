@@ -625,7 +625,9 @@ def initialize_from_data(trainer) -> None:
         show_progress_bar=not trainer.args.disable_tqdm,
     )
     counts = trainable_parameters(model)
-    ranks = sorted(set(config.rank_pattern.values())) if config.rank_pattern else [config.r]
+    ranks = sorted(
+        {m.lora_A["default"].weight.shape[0] for m in model.modules() if "default" in getattr(m, "lora_A", {})}
+    )
     logger.info(
         f"EVA initialised the LoRA adapters on the training set: ranks {ranks[0]}-{ranks[-1]} (budget r={config.r} per "
         f"layer); {counts['trainable']:,} trainable parameters ({100 * counts['share']:.3f}%)"

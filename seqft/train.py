@@ -168,7 +168,10 @@ def run(argv=None) -> dict:
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
+    # seqft's own messages (trainable parameters, EVA, teacher tagging, ...) are info on the main process by default,
+    # as run_ner's are; transformers and datasets keep their level unless log_level says otherwise.
+    passive_main = training_args.log_level == "passive" and training_args.should_log
+    logger.setLevel(logging.INFO if passive_main else log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)

@@ -495,7 +495,7 @@ def test_resume_from_checkpoint_with_peft_matches_an_uninterrupted_run(root, dat
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_cli_lora_crf_with_merge(root, tmp_path):
+def test_cli_lora_crf_with_merge(root, tmp_path, caplog):
     from helpers import write_conll
 
     write_conll(tmp_path / "train.txt", SENTENCES * 2)
@@ -521,6 +521,10 @@ def test_cli_lora_crf_with_merge(root, tmp_path):
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
     assert main([str(tmp_path / "r.json")]) == 0
+    # printed at the start under the default log_level ("passive"), as run_ner prints its info
+    messages = [r.getMessage() for r in caplog.records if r.name == "seqft" and r.levelname == "INFO"]
+    assert any("trainable parameters of" in m for m in messages), messages
+    assert any(m.startswith("EVA initialised the LoRA adapters on the training set") for m in messages), messages
     out = tmp_path / "out"
     assert (out / "adapter_model.safetensors").is_file()
     merged = AutoModelForTokenClassification.from_pretrained(out / "merged")
