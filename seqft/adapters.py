@@ -2,8 +2,8 @@
 with the adapter, adapter-only checkpoints that load offline, and merging into a plain model.
 
 One hook: `SeqFTTrainer(..., peft_config=...)` calls `wrap_model` and then `initialize_from_data` at construction;
-`seqft.train` also calls
-`check_peft_spec` before loading anything and `merge_and_save` after `save_model` when `merge_adapter` is set.
+`seqft.train` also calls `check_peft_spec` before loading anything and `merge_and_save` after `save_model` when
+`merge_adapter` is set.
 
 * `check_peft_spec(spec, merge=...)` — validation without a model (run before any data or weights are loaded):
   the method exists and applies to encoders, every option is a field of its peft config class, and
