@@ -428,6 +428,16 @@ def build_seqft_lora_ffn_bias_ln(ctx: BenchContext) -> ArmSetup:
 
 
 @register_arm(
+    "seqft_lora_ffn_bias_ln_const",
+    "seqft_lora_ffn_bias_ln with a constant learning rate after the warmup (lr_scheduler_type "
+    "'constant_with_warmup') instead of the linear decay to zero, lr 1e-3",
+)
+def build_seqft_lora_ffn_bias_ln_const(ctx: BenchContext) -> ArmSetup:
+    options = {"bias": "all", "modules_to_save": ["LayerNorm"]}
+    return build_lora(ctx, FFN_LORA, lora_options=options, lr_scheduler_type="constant_with_warmup")
+
+
+@register_arm(
     "seqft_lora_ffn_bias_ln_eva",
     "seqft_lora_ffn_bias_ln initialised with EVA (init_lora_weights 'eva': each A from the principal directions of "
     "its layer's inputs on the training set, ranks redistributed up to 2r by explained variance), lr 1e-3",
