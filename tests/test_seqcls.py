@@ -457,6 +457,7 @@ def test_lora_saves_the_head_and_reloads(root, tmp_path):
 
     out = tmp_path / "lora"
     peft = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+    peft["init_lora_weights"] = "eva"  # one label per text: EVA takes every attended token, not a label mask
     assert main([recipe(root, out, peft_config=peft, merge_adapter=True, do_eval=False)]) == 0
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as fh:
         keys = list(fh.keys())
