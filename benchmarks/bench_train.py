@@ -348,6 +348,8 @@ def build_lora(
 ATTENTION_LORA = ["query", "key", "value", "attention.output.dense"]
 # The feed-forward block of each layer (BERT names): its up projection and its down projection, not the attention's.
 FFN_LORA = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
+# Every bias of the encoder (peft bias="all") and every LayerNorm (modules_to_save) trained beside the adapters.
+BIASES_AND_NORMS = {"bias": "all", "modules_to_save": ["LayerNorm"]}
 ALL_LINEAR_LORA = (
     r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
 )
@@ -424,7 +426,7 @@ def build_seqft_lora_ffn_bias(ctx: BenchContext) -> ArmSetup:
     "parameters), lr 1e-3",
 )
 def build_seqft_lora_ffn_bias_ln(ctx: BenchContext) -> ArmSetup:
-    return build_lora(ctx, FFN_LORA, lora_options={"bias": "all", "modules_to_save": ["LayerNorm"]})
+    return build_lora(ctx, FFN_LORA, lora_options=BIASES_AND_NORMS)
 
 
 @register_arm(
@@ -433,8 +435,7 @@ def build_seqft_lora_ffn_bias_ln(ctx: BenchContext) -> ArmSetup:
     "'constant_with_warmup') instead of the linear decay to zero, lr 1e-3",
 )
 def build_seqft_lora_ffn_bias_ln_const(ctx: BenchContext) -> ArmSetup:
-    options = {"bias": "all", "modules_to_save": ["LayerNorm"]}
-    return build_lora(ctx, FFN_LORA, lora_options=options, lr_scheduler_type="constant_with_warmup")
+    return build_lora(ctx, FFN_LORA, lora_options=BIASES_AND_NORMS, lr_scheduler_type="constant_with_warmup")
 
 
 @register_arm(
@@ -443,7 +444,7 @@ def build_seqft_lora_ffn_bias_ln_const(ctx: BenchContext) -> ArmSetup:
     "its layer's inputs on the training set, ranks redistributed up to 2r by explained variance), lr 1e-3",
 )
 def build_seqft_lora_ffn_bias_ln_eva(ctx: BenchContext) -> ArmSetup:
-    options = {"bias": "all", "modules_to_save": ["LayerNorm"], "init_lora_weights": "eva"}
+    options = {**BIASES_AND_NORMS, "init_lora_weights": "eva"}
     return build_lora(ctx, FFN_LORA, lora_options=options)
 
 
@@ -471,7 +472,7 @@ def build_seqft_lora_all_r8(ctx: BenchContext) -> ArmSetup:
     "lr 1e-3",
 )
 def build_seqft_lora_all_r8_bias_ln(ctx: BenchContext) -> ArmSetup:
-    options = {"r": 8, "lora_alpha": 16, "bias": "all", "modules_to_save": ["LayerNorm"]}
+    options = {"r": 8, "lora_alpha": 16, **BIASES_AND_NORMS}
     return build_lora(ctx, ALL_LINEAR_LORA, lora_options=options)
 
 
@@ -502,7 +503,7 @@ def build_seqft_frozen_words(ctx: BenchContext) -> ArmSetup:
 )
 def build_seqft_lora_ffn_emb(ctx: BenchContext) -> ArmSetup:
     target = r".*(\.layer\.\d+\.(intermediate\.dense|output\.dense)|embeddings\.word_embeddings)"
-    options = {"bias": "all", "modules_to_save": ["LayerNorm"], "rank_pattern": {"word_embeddings": 4}}
+    options = {**BIASES_AND_NORMS, "rank_pattern": {"word_embeddings": 4}}
     return build_lora(ctx, target, lora_options=options)
 
 

@@ -595,8 +595,8 @@ def initialize_from_data(trainer) -> None:
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     model = trainer.model
-    config = model.peft_config["default"] if hasattr(model, "peft_config") else None
-    if getattr(config, "init_lora_weights", None) != "eva":
+    config = model.peft_config["default"]
+    if getattr(config, "init_lora_weights", None) != "eva":  # prompt-learning configs have no such option
         return
     if trainer.train_dataset is None:
         raise RecipeError('peft_config: init_lora_weights "eva" starts from the training set; there is none.')
