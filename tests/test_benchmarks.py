@@ -28,6 +28,7 @@ def test_quick_run_reports_every_arm(tmp_path):
     model = save_tiny_bert(tmp_path / "model")
     train = write_conll(tmp_path / "train.txt", SENTENCES * 4)  # 24 sentences: 3 steps of 8
     test = write_conll(tmp_path / "test.txt")
+    dev = write_conll(tmp_path / "dev.txt", SENTENCES[:4])
     prefix = tmp_path / "bench"
     proc = run_bench(
         "--quick",
@@ -35,6 +36,7 @@ def test_quick_run_reports_every_arm(tmp_path):
         "--model", str(model),
         "--train_file", str(train),
         "--test_file", str(test),
+        "--dev_file", str(dev),
         "--threads", "1",
         "--output", str(prefix),
     )  # fmt: skip
@@ -50,6 +52,11 @@ def test_quick_run_reports_every_arm(tmp_path):
         assert row["real_tokens"] <= row["positions"]
         assert 0.0 <= row["f1"] <= 1.0
         assert row["words_scored"] == row["words_total"] == words  # every test word scored once
+        assert 0.0 <= row["dev_f1"] <= 1.0  # the dev set is scored too, every word of it
+        test_report = record["raw"][row["arm"]]["test"]
+        assert (
+            test_report["dev_words_scored"] == test_report["dev_words_total"] == sum(len(w) for w, _ in SENTENCES[:4])
+        )
         assert row["peak_rss_mib"] > 0 and row["tokens_per_s_median"] > 0
     assert rows["plain"]["ratio_vs_baseline_median"] == 1.0
     # seqft serves the stock length groups in random order: the same batches (so the same padded positions),
