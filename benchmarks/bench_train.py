@@ -342,6 +342,22 @@ def build_seqft_head_lr(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, training_overrides={"head_learning_rate": 1e-3})
 
 
+def build_seqft_head(ctx: BenchContext, head_factor: float) -> ArmSetup:
+    """seqft (full fine-tuning) with the head at `head_factor` times the rate of the encoder."""
+    rate = ctx.learning_rate or ctx.settings.learning_rate
+    return build_seqft(ctx, training_overrides={"head_learning_rate": head_factor * rate})
+
+
+@register_arm("seqft_head10", "seqft with the head at 10x the learning rate (head_learning_rate), lr 1e-4")
+def build_seqft_head10(ctx: BenchContext) -> ArmSetup:
+    return build_seqft_head(ctx, 10.0)
+
+
+@register_arm("seqft_head20", "seqft with the head at 20x the learning rate (head_learning_rate), lr 1e-4")
+def build_seqft_head20(ctx: BenchContext) -> ArmSetup:
+    return build_seqft_head(ctx, 20.0)
+
+
 def build_lora(
     ctx: BenchContext, target_modules, learning_rate: float = 1e-3, lora_options: dict | None = None, **overrides
 ) -> ArmSetup:
@@ -488,6 +504,28 @@ def build_seqft_nodrop(ctx: BenchContext) -> ArmSetup:
 )
 def build_seqft_lora_ffn_bias_ln_rs(ctx: BenchContext) -> ArmSetup:
     return build_lora(ctx, FFN_LORA, lora_options={**BIASES_AND_NORMS, "use_rslora": True})
+
+
+def build_rs_head(ctx: BenchContext, head_factor: float) -> ArmSetup:
+    """seqft_lora_ffn_bias_ln_rs with the head (classifier) at `head_factor` times the rate of the rest."""
+    options = {**BIASES_AND_NORMS, "use_rslora": True}
+    rate = ctx.learning_rate or 1e-3
+    return build_lora(ctx, FFN_LORA, learning_rate=rate, lora_options=options, head_learning_rate=head_factor * rate)
+
+
+@register_arm("seqft_lora_ffn_bias_ln_rs_head_hi", "seqft_lora_ffn_bias_ln_rs with the head at 3x the rate, lr 1e-3")
+def build_seqft_lora_ffn_bias_ln_rs_head_hi(ctx: BenchContext) -> ArmSetup:
+    return build_rs_head(ctx, 3.0)
+
+
+@register_arm("seqft_lora_ffn_bias_ln_rs_head10", "seqft_lora_ffn_bias_ln_rs with the head at 10x the rate, lr 1e-3")
+def build_seqft_lora_ffn_bias_ln_rs_head10(ctx: BenchContext) -> ArmSetup:
+    return build_rs_head(ctx, 10.0)
+
+
+@register_arm("seqft_lora_ffn_bias_ln_rs_head_lo", "seqft_lora_ffn_bias_ln_rs with the head at 1/3 the rate, lr 1e-3")
+def build_seqft_lora_ffn_bias_ln_rs_head_lo(ctx: BenchContext) -> ArmSetup:
+    return build_rs_head(ctx, 1 / 3)
 
 
 @register_arm(

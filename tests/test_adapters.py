@@ -380,6 +380,42 @@ def test_adapter_checkpoint_round_trip_with_initialisations_that_change_the_base
     torch.testing.assert_close(eval_logits(merged, inputs), eval_logits(trainer.model, inputs), rtol=0, atol=1e-5)
 
 
+# The LoRA that came closest to full fine-tuning in benchmarks/README.md (recipes/conll_lora_minilm.json): the
+# feed-forward projections at rank-stabilised scaling, every bias and every LayerNorm trained beside them.
+FFN_LORA_BIASES_NORMS = {
+    "peft_type": "LORA",
+    "r": 4,
+    "lora_alpha": 8,
+    "use_rslora": True,
+    "target_modules": r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)",
+    "bias": "all",
+    "modules_to_save": ["LayerNorm"],
+}
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_biases_and_layernorms_train_save_reload_and_merge_with_the_adapter(root, dataset, tmp_path, kind):
+    trainer = make_trainer(
+        MODELS[kind](root), FFN_LORA_BIASES_NORMS, dataset, tmp_path / "run", head_learning_rate=3e-2
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.endswith("attention.self.query.bias") for n in moved)  # a bias of a layer LoRA does not adapt
+    assert any("LayerNorm.modules_to_save" in n for n in moved)
+    assert not any(n.endswith("attention.self.query.weight") for n in moved)  # the base weights stay
+    trainer.save_model()
+
+    inputs = batch(dataset)
+    expected = eval_logits(trainer.model, inputs)
+    loaded = adapters.load_adapter_model(tmp_path / "run")
+    torch.testing.assert_close(eval_logits(loaded, inputs), expected, rtol=0, atol=1e-6)
+    merged = adapters.merge_and_save(trainer.model, tmp_path / "merged")
+    torch.testing.assert_close(eval_logits(merged, inputs), expected, rtol=0, atol=1e-5)
+    plain = AutoModelForTokenClassification.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(eval_logits(plain, inputs), expected, rtol=0, atol=1e-5)
+
+
 def _layer_inputs(model, dataset, layer: torch.nn.Module) -> tuple[torch.Tensor, dict]:
     """The inputs of `layer` (a module of `model`) over all of `dataset` in one padded batch, and that batch."""
     rows = []
