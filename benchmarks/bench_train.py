@@ -506,9 +506,9 @@ def build_seqft_lora_ffn_bias_ln_rs(ctx: BenchContext) -> ArmSetup:
     return build_lora(ctx, FFN_LORA, lora_options={**BIASES_AND_NORMS, "use_rslora": True})
 
 
-def build_rs_head(ctx: BenchContext, head_factor: float) -> ArmSetup:
+def build_rs_head(ctx: BenchContext, head_factor: float, alpha: int = 32) -> ArmSetup:
     """seqft_lora_ffn_bias_ln_rs with the head (classifier) at `head_factor` times the rate of the rest."""
-    options = {**BIASES_AND_NORMS, "use_rslora": True}
+    options = {**BIASES_AND_NORMS, "use_rslora": True, "lora_alpha": alpha}
     rate = ctx.learning_rate or 1e-3
     return build_lora(ctx, FFN_LORA, learning_rate=rate, lora_options=options, head_learning_rate=head_factor * rate)
 
@@ -516,6 +516,24 @@ def build_rs_head(ctx: BenchContext, head_factor: float) -> ArmSetup:
 @register_arm("seqft_lora_ffn_bias_ln_rs_head_hi", "seqft_lora_ffn_bias_ln_rs with the head at 3x the rate, lr 1e-3")
 def build_seqft_lora_ffn_bias_ln_rs_head_hi(ctx: BenchContext) -> ArmSetup:
     return build_rs_head(ctx, 3.0)
+
+
+@register_arm(
+    "seqft_lora_ffn_bias_ln_rs64_head6",
+    "seqft_lora_ffn_bias_ln_rs_head_hi with alpha 64 (scale 16) and the head at 6x the rate: at lr 5e-4 the adapters "
+    "and head move as at 1e-3 with alpha 32 and head 3x, the biases and LayerNorms half as fast",
+)
+def build_seqft_lora_ffn_bias_ln_rs64_head6(ctx: BenchContext) -> ArmSetup:
+    return build_rs_head(ctx, 6.0, alpha=64)
+
+
+@register_arm(
+    "seqft_lora_ffn_bias_ln_rs16_head1_5",
+    "seqft_lora_ffn_bias_ln_rs_head_hi with alpha 16 (scale 4) and the head at 1.5x the rate: at lr 2e-3 the "
+    "adapters and head move as at 1e-3 with alpha 32 and head 3x, the biases and LayerNorms twice as fast",
+)
+def build_seqft_lora_ffn_bias_ln_rs16_head1_5(ctx: BenchContext) -> ArmSetup:
+    return build_rs_head(ctx, 1.5, alpha=16)
 
 
 @register_arm("seqft_lora_ffn_bias_ln_rs_head10", "seqft_lora_ffn_bias_ln_rs with the head at 10x the rate, lr 1e-3")
