@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -513,37 +514,20 @@ def build_rs_head(ctx: BenchContext, head_factor: float, alpha: int = 32) -> Arm
     return build_lora(ctx, FFN_LORA, learning_rate=rate, lora_options=options, head_learning_rate=head_factor * rate)
 
 
-@register_arm("seqft_lora_ffn_bias_ln_rs_head_hi", "seqft_lora_ffn_bias_ln_rs with the head at 3x the rate, lr 1e-3")
-def build_seqft_lora_ffn_bias_ln_rs_head_hi(ctx: BenchContext) -> ArmSetup:
-    return build_rs_head(ctx, 3.0)
-
-
-@register_arm(
-    "seqft_lora_ffn_bias_ln_rs64_head6",
-    "seqft_lora_ffn_bias_ln_rs_head_hi with alpha 64 (scale 16) and the head at 6x the rate: at lr 5e-4 the adapters "
-    "and head move as at 1e-3 with alpha 32 and head 3x, the biases and LayerNorms half as fast",
-)
-def build_seqft_lora_ffn_bias_ln_rs64_head6(ctx: BenchContext) -> ArmSetup:
-    return build_rs_head(ctx, 6.0, alpha=64)
-
-
-@register_arm(
-    "seqft_lora_ffn_bias_ln_rs16_head1_5",
-    "seqft_lora_ffn_bias_ln_rs_head_hi with alpha 16 (scale 4) and the head at 1.5x the rate: at lr 2e-3 the "
-    "adapters and head move as at 1e-3 with alpha 32 and head 3x, the biases and LayerNorms twice as fast",
-)
-def build_seqft_lora_ffn_bias_ln_rs16_head1_5(ctx: BenchContext) -> ArmSetup:
-    return build_rs_head(ctx, 1.5, alpha=16)
-
-
-@register_arm("seqft_lora_ffn_bias_ln_rs_head10", "seqft_lora_ffn_bias_ln_rs with the head at 10x the rate, lr 1e-3")
-def build_seqft_lora_ffn_bias_ln_rs_head10(ctx: BenchContext) -> ArmSetup:
-    return build_rs_head(ctx, 10.0)
-
-
-@register_arm("seqft_lora_ffn_bias_ln_rs_head_lo", "seqft_lora_ffn_bias_ln_rs with the head at 1/3 the rate, lr 1e-3")
-def build_seqft_lora_ffn_bias_ln_rs_head_lo(ctx: BenchContext) -> ArmSetup:
-    return build_rs_head(ctx, 1 / 3)
+# rsLoRA with the head's own rate: (name, head rate ÷ rate, lora_alpha, what it tests). At lr 5e-4, alpha 64 and
+# head 6x move the adapters and head as `_head_hi` does at 1e-3, the biases and LayerNorms half as fast; alpha 16
+# and head 1.5x at 2e-3, twice as fast.
+RS_HEAD_ARMS = [
+    ("seqft_lora_ffn_bias_ln_rs_head_hi", 3.0, 32, "the head at 3x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head10", 10.0, 32, "the head at 10x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head_lo", 1 / 3, 32, "the head at 1/3 the rate"),
+    ("seqft_lora_ffn_bias_ln_rs64_head6", 6.0, 64, "alpha 64 (scale 16) and the head at 6x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs16_head1_5", 1.5, 16, "alpha 16 (scale 4) and the head at 1.5x the rate"),
+]
+for _name, _factor, _alpha, _what in RS_HEAD_ARMS:
+    register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
+        functools.partial(build_rs_head, head_factor=_factor, alpha=_alpha)
+    )
 
 
 @register_arm(
