@@ -507,11 +507,21 @@ def build_seqft_lora_ffn_bias_ln_rs(ctx: BenchContext) -> ArmSetup:
     return build_lora(ctx, FFN_LORA, lora_options={**BIASES_AND_NORMS, "use_rslora": True})
 
 
-def build_rs_head(ctx: BenchContext, head_factor: float, alpha: int = 32) -> ArmSetup:
-    """seqft_lora_ffn_bias_ln_rs with the head (classifier) at `head_factor` times the rate of the rest."""
+def build_rs_head(
+    ctx: BenchContext, head_factor: float, alpha: int = 32, layer_decay: float | None = None
+) -> ArmSetup:
+    """seqft_lora_ffn_bias_ln_rs with the head (classifier) at `head_factor` times the rate of the rest, and
+    optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's rate)."""
     options = {**BIASES_AND_NORMS, "use_rslora": True, "lora_alpha": alpha}
     rate = ctx.learning_rate or 1e-3
-    return build_lora(ctx, FFN_LORA, learning_rate=rate, lora_options=options, head_learning_rate=head_factor * rate)
+    return build_lora(
+        ctx,
+        FFN_LORA,
+        learning_rate=rate,
+        lora_options=options,
+        head_learning_rate=head_factor * rate,
+        layer_decay=layer_decay,
+    )
 
 
 # rsLoRA with the head's own rate: (name, head rate ÷ rate, lora_alpha, what it tests). At lr 5e-4, alpha 64 and
@@ -528,6 +538,10 @@ for _name, _factor, _alpha, _what in RS_HEAD_ARMS:
     register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
         functools.partial(build_rs_head, head_factor=_factor, alpha=_alpha)
     )
+register_arm(
+    "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
+    "seqft_lora_ffn_bias_ln_rs_head_hi with layer-wise decay 0.85 (LLRD + LoRA), lr 1e-3",
+)(functools.partial(build_rs_head, head_factor=3.0, layer_decay=0.85))
 
 
 @register_arm(
