@@ -279,7 +279,8 @@ def build_seqft(
         **(trainer_kwargs or {}),
     )
     dev = tokenized.get("validation")
-    return ArmSetup(trainer, seqdata.sort_by_length(tokenized["test"]), dev and seqdata.sort_by_length(dev))
+    dev = None if dev is None else seqdata.sort_by_length(dev)
+    return ArmSetup(trainer, seqdata.sort_by_length(tokenized["test"]), dev)
 
 
 @register_arm("seqft", "SeqFTTrainer, seqft.data path, quickstart recipe sampler, length-sorted test set")
