@@ -509,7 +509,11 @@ def build_seqft_lora_ffn_bias_ln_rs(ctx: BenchContext) -> ArmSetup:
 
 
 def build_rs_head(
-    ctx: BenchContext, head_factor: float, alpha: int = 32, layer_decay: float | None = None
+    ctx: BenchContext,
+    head_factor: float,
+    alpha: int = 32,
+    layer_decay: float | None = None,
+    target_modules: str = FFN_LORA,
 ) -> ArmSetup:
     """seqft_lora_ffn_bias_ln_rs with the head (classifier) at `head_factor` times the rate of the rest, and
     optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's rate)."""
@@ -517,7 +521,7 @@ def build_rs_head(
     rate = ctx.learning_rate or 1e-3
     return build_lora(
         ctx,
-        FFN_LORA,
+        target_modules,
         learning_rate=rate,
         lora_options=options,
         head_learning_rate=head_factor * rate,
@@ -538,6 +542,18 @@ RS_HEAD_ARMS = [
 for _name, _factor, _alpha, _what in RS_HEAD_ARMS:
     register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
         functools.partial(build_rs_head, head_factor=_factor, alpha=_alpha)
+    )
+for _name, _module in [("value", r"attention\.self\.value"), ("attnout", r"attention\.output\.dense")]:
+    register_arm(
+        f"seqft_lora_ffn_{_name}4_bias_ln_rs_head_hi",
+        f"seqft_lora_ffn_bias_ln_rs_head_hi plus r16 on {_module} of the top 4 blocks (2.0 % trainable on MiniLM-L6), "
+        "lr 1e-3",
+    )(
+        functools.partial(
+            build_rs_head,
+            head_factor=3.0,
+            target_modules=rf".*\.layer\.(\d+\.(intermediate\.dense|output\.dense)|[2-5]\.{_module})",
+        )
     )
 register_arm(
     "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
