@@ -941,6 +941,8 @@ def summarise(results: dict[str, dict], baseline: str) -> list[dict]:
                 "strict_f1": test["strict_f1"],
                 "words_scored": test["words_scored"],
                 "words_total": test["words_total"],
+                "dev_words_scored": test.get("dev_words_scored"),
+                "dev_words_total": test.get("dev_words_total"),
                 "train_loss": test["train_loss"],
                 "peak_rss_mib": test["peak_rss_mib"],
                 "rss_before_train_mib": res["setup"]["rss_before_train_mib"],
@@ -1090,8 +1092,7 @@ def main(argv=None) -> int:
     unscored = [
         f"{r['arm']} ({r['words_scored']} of {r['words_total']})"
         for r in rows
-        if r["words_scored"] != r["words_total"]
-        or results[r["arm"]]["test"].get("dev_words_scored") != results[r["arm"]]["test"].get("dev_words_total")
+        if r["words_scored"] != r["words_total"] or r["dev_words_scored"] != r["dev_words_total"]
     ]
     if unscored:
         notes += (
