@@ -344,10 +344,13 @@ def build_seqft_head_lr(ctx: BenchContext) -> ArmSetup:
     return build_seqft(ctx, training_overrides={"head_learning_rate": 1e-3})
 
 
-def build_seqft_head(ctx: BenchContext, head_factor: float) -> ArmSetup:
-    """seqft (full fine-tuning) with the head at `head_factor` times the rate of the encoder."""
+def build_seqft_head(ctx: BenchContext, head_factor: float, crf: bool = False) -> ArmSetup:
+    """seqft (full fine-tuning) with the head (and the CRF, with `crf`) at `head_factor` times the rate of the
+    encoder."""
     rate = ctx.learning_rate or ctx.settings.learning_rate
-    return build_seqft(ctx, training_overrides={"head_learning_rate": head_factor * rate})
+    return build_seqft(
+        ctx, model_overrides={"use_crf": crf}, training_overrides={"head_learning_rate": head_factor * rate}
+    )
 
 
 @register_arm("seqft_head10", "seqft with the head at 10x the learning rate (head_learning_rate), lr 1e-4")
@@ -360,14 +363,31 @@ def build_seqft_head20(ctx: BenchContext) -> ArmSetup:
     return build_seqft_head(ctx, 20.0)
 
 
+@register_arm("seqft_crf_head10", "seqft_head10 with the CRF head (use_crf; head and CRF at 10x the rate), lr 1e-4")
+def build_seqft_crf_head10(ctx: BenchContext) -> ArmSetup:
+    return build_seqft_head(ctx, 10.0, crf=True)
+
+
+@register_arm("seqft_crf_head30", "seqft_crf_head10 with the head and CRF at 30x the rate, lr 1e-4")
+def build_seqft_crf_head30(ctx: BenchContext) -> ArmSetup:
+    return build_seqft_head(ctx, 30.0, crf=True)
+
+
 def build_lora(
-    ctx: BenchContext, target_modules, learning_rate: float = 1e-3, lora_options: dict | None = None, **overrides
+    ctx: BenchContext,
+    target_modules,
+    learning_rate: float = 1e-3,
+    lora_options: dict | None = None,
+    model_overrides: dict | None = None,
+    **overrides,
 ) -> ArmSetup:
-    """seqft with a LoRA adapter r16/alpha 32 on `target_modules` (the head is trained and saved with it);
-    `lora_options` adds peft LoraConfig options."""
+    """seqft with a LoRA adapter r16/alpha 32 on `target_modules` (the head, and a CRF asked for in
+    `model_overrides`, are trained and saved with it); `lora_options` adds peft LoraConfig options."""
     lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": target_modules, **(lora_options or {})}
     training = {"learning_rate": learning_rate, **overrides}
-    return build_seqft(ctx, training_overrides=training, trainer_kwargs={"peft_config": lora})
+    return build_seqft(
+        ctx, model_overrides=model_overrides, training_overrides=training, trainer_kwargs={"peft_config": lora}
+    )
 
 
 ATTENTION_LORA = ["query", "key", "value", "attention.output.dense"]
@@ -514,9 +534,11 @@ def build_rs_head(
     alpha: int = 32,
     layer_decay: float | None = None,
     target_modules: str = FFN_LORA,
+    crf: bool = False,
 ) -> ArmSetup:
-    """seqft_lora_ffn_bias_ln_rs with the head (classifier) at `head_factor` times the rate of the rest, and
-    optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's rate)."""
+    """seqft_lora_ffn_bias_ln_rs with the head (classifier, and the CRF with `crf`) at `head_factor` times the rate
+    of the rest, and optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's
+    rate)."""
     options = {**BIASES_AND_NORMS, "use_rslora": True, "lora_alpha": alpha}
     rate = ctx.learning_rate or 1e-3
     return build_lora(
@@ -524,24 +546,28 @@ def build_rs_head(
         target_modules,
         learning_rate=rate,
         lora_options=options,
+        model_overrides={"use_crf": crf},
         head_learning_rate=head_factor * rate,
         layer_decay=layer_decay,
     )
 
 
-# rsLoRA with the head's own rate: (name, head rate ÷ rate, lora_alpha, what it tests). At lr 5e-4, alpha 64 and
-# head 6x move the adapters and head as `_head_hi` does at 1e-3, the biases and LayerNorms half as fast; alpha 16
-# and head 1.5x at 2e-3, twice as fast.
+# rsLoRA with the head's own rate: (name, head rate ÷ rate, lora_alpha, CRF head, what it tests). At lr 5e-4, alpha
+# 64 and head 6x move the adapters and head as `_head_hi` does at 1e-3, the biases and LayerNorms half as fast;
+# alpha 16 and head 1.5x at 2e-3, twice as fast.
 RS_HEAD_ARMS = [
-    ("seqft_lora_ffn_bias_ln_rs_head_hi", 3.0, 32, "the head at 3x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs_head10", 10.0, 32, "the head at 10x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs_head_lo", 1 / 3, 32, "the head at 1/3 the rate"),
-    ("seqft_lora_ffn_bias_ln_rs64_head6", 6.0, 64, "alpha 64 (scale 16) and the head at 6x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs16_head1_5", 1.5, 16, "alpha 16 (scale 4) and the head at 1.5x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head_hi", 3.0, 32, False, "the head at 3x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head10", 10.0, 32, False, "the head at 10x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head_lo", 1 / 3, 32, False, "the head at 1/3 the rate"),
+    ("seqft_lora_ffn_bias_ln_rs64_head6", 6.0, 64, False, "alpha 64 (scale 16) and the head at 6x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs16_head1_5", 1.5, 16, False, "alpha 16 (scale 4) and the head at 1.5x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_crf", 1.0, 32, True, "the CRF head (use_crf), head and CRF at the same rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf", 3.0, 32, True, "the CRF head (use_crf), head and CRF at 3x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head10_crf", 10.0, 32, True, "the CRF head (use_crf), head and CRF at 10x the rate"),
 ]
-for _name, _factor, _alpha, _what in RS_HEAD_ARMS:
+for _name, _factor, _alpha, _crf, _what in RS_HEAD_ARMS:
     register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
-        functools.partial(build_rs_head, head_factor=_factor, alpha=_alpha)
+        functools.partial(build_rs_head, head_factor=_factor, alpha=_alpha, crf=_crf)
     )
 for _name, _module in [("value", r"attention\.self\.value"), ("attnout", r"attention\.output\.dense")]:
     register_arm(
