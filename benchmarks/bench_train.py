@@ -535,11 +535,12 @@ def build_rs_head(
     layer_decay: float | None = None,
     target_modules: str = FFN_LORA,
     crf: bool = False,
+    lora_options: dict | None = None,
 ) -> ArmSetup:
     """seqft_lora_ffn_bias_ln_rs with the head (classifier, and the CRF with `crf`) at `head_factor` times the rate
     of the rest, and optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's
-    rate)."""
-    options = {**BIASES_AND_NORMS, "use_rslora": True, "lora_alpha": alpha}
+    rate); `lora_options` adds peft LoraConfig options."""
+    options = {**BIASES_AND_NORMS, "use_rslora": True, "lora_alpha": alpha, **(lora_options or {})}
     rate = ctx.learning_rate or 1e-3
     return build_lora(
         ctx,
@@ -581,6 +582,11 @@ for _name, _module in [("value", r"attention\.self\.value"), ("attnout", r"atten
             target_modules=rf".*\.layer\.(\d+\.(intermediate\.dense|output\.dense)|[2-5]\.{_module})",
         )
     )
+for _init in ["pissa_niter_4", "olora"]:
+    register_arm(
+        f"seqft_lora_ffn_bias_ln_rs_head_hi_{_init.split('_')[0]}",
+        f"seqft_lora_ffn_bias_ln_rs_head_hi initialised with init_lora_weights '{_init}', lr 1e-3",
+    )(functools.partial(build_rs_head, head_factor=3.0, lora_options={"init_lora_weights": _init}))
 register_arm(
     "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
     "seqft_lora_ffn_bias_ln_rs_head_hi with layer-wise decay 0.85 (LLRD + LoRA), lr 1e-3",
