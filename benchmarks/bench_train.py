@@ -588,6 +588,10 @@ for _init in ["pissa_niter_4", "olora"]:
         f"seqft_lora_ffn_bias_ln_rs_head_hi initialised with init_lora_weights '{_init}', lr 1e-3",
     )(functools.partial(build_rs_head, head_factor=3.0, lora_options={"init_lora_weights": _init}))
 register_arm(
+    "seqft_lora_ffn_bias_ln_rs_head_hi_crf_ldrop",
+    "seqft_lora_ffn_bias_ln_rs_head_hi_crf with dropout 0.1 on each adapter's input (lora_dropout), lr 1e-3",
+)(functools.partial(build_rs_head, head_factor=3.0, crf=True, lora_options={"lora_dropout": 0.1}))
+register_arm(
     "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
     "seqft_lora_ffn_bias_ln_rs_head_hi with layer-wise decay 0.85 (LLRD + LoRA), lr 1e-3",
 )(functools.partial(build_rs_head, head_factor=3.0, layer_decay=0.85))
