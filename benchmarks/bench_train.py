@@ -353,24 +353,17 @@ def build_seqft_head(ctx: BenchContext, head_factor: float, crf: bool = False) -
     )
 
 
-@register_arm("seqft_head10", "seqft with the head at 10x the learning rate (head_learning_rate), lr 1e-4")
-def build_seqft_head10(ctx: BenchContext) -> ArmSetup:
-    return build_seqft_head(ctx, 10.0)
-
-
-@register_arm("seqft_head20", "seqft with the head at 20x the learning rate (head_learning_rate), lr 1e-4")
-def build_seqft_head20(ctx: BenchContext) -> ArmSetup:
-    return build_seqft_head(ctx, 20.0)
-
-
-@register_arm("seqft_crf_head10", "seqft_head10 with the CRF head (use_crf; head and CRF at 10x the rate), lr 1e-4")
-def build_seqft_crf_head10(ctx: BenchContext) -> ArmSetup:
-    return build_seqft_head(ctx, 10.0, crf=True)
-
-
-@register_arm("seqft_crf_head30", "seqft_crf_head10 with the head and CRF at 30x the rate, lr 1e-4")
-def build_seqft_crf_head30(ctx: BenchContext) -> ArmSetup:
-    return build_seqft_head(ctx, 30.0, crf=True)
+# Full fine-tuning with the head at its own rate: (name, what it tests, `build_seqft_head`'s options).
+HEAD_ARMS = [
+    ("seqft_head10", "the head at 10x the rate", {"head_factor": 10.0}),
+    ("seqft_head20", "the head at 20x the rate", {"head_factor": 20.0}),
+    ("seqft_crf_head10", "the CRF head (use_crf), head and CRF at 10x the rate", {"head_factor": 10.0, "crf": True}),
+    ("seqft_crf_head30", "the CRF head (use_crf), head and CRF at 30x the rate", {"head_factor": 30.0, "crf": True}),
+]
+for _name, _what, _options in HEAD_ARMS:
+    register_arm(_name, f"seqft with {_what} (head_learning_rate), lr 1e-4")(
+        functools.partial(build_seqft_head, **_options)
+    )
 
 
 def build_lora(
@@ -553,48 +546,55 @@ def build_rs_head(
     )
 
 
-# rsLoRA with the head's own rate: (name, head rate ÷ rate, lora_alpha, CRF head, what it tests). At lr 5e-4, alpha
-# 64 and head 6x move the adapters and head as `_head_hi` does at 1e-3, the biases and LayerNorms half as fast;
-# alpha 16 and head 1.5x at 2e-3, twice as fast.
+# The variants of seqft_lora_ffn_bias_ln_rs with the head at its own rate: (name, what it tests, `build_rs_head`'s
+# options). At lr 5e-4, alpha 64 and head 6x move the adapters and head as `_head_hi` does at 1e-3, the biases and
+# LayerNorms half as fast; alpha 16 and head 1.5x at 2e-3, twice as fast.
+HI = {"head_factor": 3.0}
+TOP4 = r".*\.layer\.(\d+\.(intermediate\.dense|output\.dense)|[2-5]\.{})"  # the FFN of each block + {} of the top 4
 RS_HEAD_ARMS = [
-    ("seqft_lora_ffn_bias_ln_rs_head_hi", 3.0, 32, False, "the head at 3x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs_head10", 10.0, 32, False, "the head at 10x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs_head_lo", 1 / 3, 32, False, "the head at 1/3 the rate"),
-    ("seqft_lora_ffn_bias_ln_rs64_head6", 6.0, 64, False, "alpha 64 (scale 16) and the head at 6x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs16_head1_5", 1.5, 16, False, "alpha 16 (scale 4) and the head at 1.5x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs_crf", 1.0, 32, True, "the CRF head (use_crf), head and CRF at the same rate"),
-    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf", 3.0, 32, True, "the CRF head (use_crf), head and CRF at 3x the rate"),
-    ("seqft_lora_ffn_bias_ln_rs_head10_crf", 10.0, 32, True, "the CRF head (use_crf), head and CRF at 10x the rate"),
+    ("seqft_lora_ffn_bias_ln_rs_head_hi", "the head at 3x the rate", HI),
+    ("seqft_lora_ffn_bias_ln_rs_head10", "the head at 10x the rate", {"head_factor": 10.0}),
+    ("seqft_lora_ffn_bias_ln_rs_head_lo", "the head at 1/3 the rate", {"head_factor": 1 / 3}),
+    ("seqft_lora_ffn_bias_ln_rs64_head6", "alpha 64 (scale 16), the head at 6x", {"head_factor": 6.0, "alpha": 64}),
+    ("seqft_lora_ffn_bias_ln_rs16_head1_5", "alpha 16 (scale 4), the head at 1.5x", {"head_factor": 1.5, "alpha": 16}),
+    ("seqft_lora_ffn_bias_ln_rs_crf", "the CRF head (use_crf), head and CRF at 1x", {"head_factor": 1.0, "crf": True}),
+    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf", "the CRF head (use_crf), head and CRF at 3x", {**HI, "crf": True}),
+    ("seqft_lora_ffn_bias_ln_rs_head10_crf", "the CRF head, head and CRF at 10x", {"head_factor": 10.0, "crf": True}),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_crf_ldrop",
+        "the CRF head at 3x and dropout 0.1 on each adapter's input (lora_dropout)",
+        {**HI, "crf": True, "lora_options": {"lora_dropout": 0.1}},
+    ),
+    (
+        "seqft_lora_ffn_value4_bias_ln_rs_head_hi",
+        "the head at 3x, plus r16 on the value projection of the top 4 blocks (2.0 % trainable on MiniLM-L6)",
+        {**HI, "target_modules": TOP4.format(r"attention\.self\.value")},
+    ),
+    (
+        "seqft_lora_ffn_attnout4_bias_ln_rs_head_hi",
+        "the head at 3x, plus r16 on the attention output of the top 4 blocks (2.0 % trainable on MiniLM-L6)",
+        {**HI, "target_modules": TOP4.format(r"attention\.output\.dense")},
+    ),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_pissa",
+        "the head at 3x, initialised with PiSSA (init_lora_weights 'pissa_niter_4')",
+        {**HI, "lora_options": {"init_lora_weights": "pissa_niter_4"}},
+    ),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_olora",
+        "the head at 3x, initialised with OLoRA (init_lora_weights 'olora')",
+        {**HI, "lora_options": {"init_lora_weights": "olora"}},
+    ),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
+        "the head at 3x and layer-wise decay 0.85 (LLRD + LoRA)",
+        {**HI, "layer_decay": 0.85},
+    ),
 ]
-for _name, _factor, _alpha, _crf, _what in RS_HEAD_ARMS:
+for _name, _what, _options in RS_HEAD_ARMS:
     register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
-        functools.partial(build_rs_head, head_factor=_factor, alpha=_alpha, crf=_crf)
+        functools.partial(build_rs_head, **_options)
     )
-for _name, _module in [("value", r"attention\.self\.value"), ("attnout", r"attention\.output\.dense")]:
-    register_arm(
-        f"seqft_lora_ffn_{_name}4_bias_ln_rs_head_hi",
-        f"seqft_lora_ffn_bias_ln_rs_head_hi plus r16 on {_module} of the top 4 blocks (2.0 % trainable on MiniLM-L6), "
-        "lr 1e-3",
-    )(
-        functools.partial(
-            build_rs_head,
-            head_factor=3.0,
-            target_modules=rf".*\.layer\.(\d+\.(intermediate\.dense|output\.dense)|[2-5]\.{_module})",
-        )
-    )
-for _init in ["pissa_niter_4", "olora"]:
-    register_arm(
-        f"seqft_lora_ffn_bias_ln_rs_head_hi_{_init.split('_')[0]}",
-        f"seqft_lora_ffn_bias_ln_rs_head_hi initialised with init_lora_weights '{_init}', lr 1e-3",
-    )(functools.partial(build_rs_head, head_factor=3.0, lora_options={"init_lora_weights": _init}))
-register_arm(
-    "seqft_lora_ffn_bias_ln_rs_head_hi_crf_ldrop",
-    "seqft_lora_ffn_bias_ln_rs_head_hi_crf with dropout 0.1 on each adapter's input (lora_dropout), lr 1e-3",
-)(functools.partial(build_rs_head, head_factor=3.0, crf=True, lora_options={"lora_dropout": 0.1}))
-register_arm(
-    "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
-    "seqft_lora_ffn_bias_ln_rs_head_hi with layer-wise decay 0.85 (LLRD + LoRA), lr 1e-3",
-)(functools.partial(build_rs_head, head_factor=3.0, layer_decay=0.85))
 
 
 @register_arm(
