@@ -6,8 +6,12 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install quickstart test style quality bench
 
+# torch 2.13.0: CI's pip finds the CPU wheel on disk. On a fresh Linux machine plain PyPI serves the CUDA build;
+# `make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU build from PyTorch's index.
+TORCH_INDEX ?=
+
 build/.installed: pyproject.toml
-	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PYTHON) -m pip install -q -e ".[dev,quickstart]"
 	@mkdir -p build && touch $@
 
