@@ -1,7 +1,8 @@
 """Dataset loading (Hub, CoNLL/JSON/JSONL/CSV files, package data), label schemes, subword alignment.
 
 Every split is normalised to the columns `tokens` (list of words), `tags` (list of tag names), `doc_id` and
-`source` (`file:line` of the sentence, for error messages). Errors name the file and line at fault.
+`source` (`path:line` of the sentence, the path as given, `pkg://` resolved; for error messages). Errors name the
+file and line at fault. Text files are read as UTF-8; a leading byte-order mark is dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 PKG_PREFIX = "pkg://"
 CONLL_SUFFIXES = {".txt", ".conll", ".conllu", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv", ""}
+# Files with one sentence per row (JSON, JSON Lines, CSV); every other file is read as CoNLL columns.
+RECORD_SUFFIXES = (".json", ".jsonl", ".csv")
 SPLITS = ("train", "validation", "test")
 
 
@@ -95,14 +98,40 @@ def _collector_paused():
 # Readers
 
 
+def _not_utf8(path: str) -> DataError:
+    """The error for a file that is not UTF-8, naming the line and byte of the first undecodable sequence."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        offset = err.start + len(data) - len(err.object)  # utf-8-sig reports offsets after a leading BOM
+        line = data[:offset].count(b"\n") + 1
+        return DataError(
+            f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {offset}). Re-encode the file as UTF-8 "
+            "(e.g. from Latin-1: iconv -f latin1 -t utf-8 IN > OUT)."
+        )
+    return DataError(f"{path}: not valid UTF-8. Re-encode the file as UTF-8.")
+
+
+@contextlib.contextmanager
+def _utf8_text(path: str, **kwargs):
+    """`open(path)` for reading UTF-8 text without a byte-order mark; bytes that do not decode raise a DataError
+    naming the line and byte (located once it happens, so reading stays a plain stream)."""
+    with open(path, encoding="utf-8-sig", **kwargs) as fh:
+        try:
+            yield fh
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
 def read_conll(path: str, label_column: int = -1) -> dict[str, list]:
     """Read a CoNLL column file: one word per line, columns split on whitespace, blank lines between sentences.
 
     Tokens come from the first column, tags from `label_column` (negative counts from the end). `-DOCSTART-`
-    lines start a new document. Every data line must have as many columns as the first one.
+    lines start a new document. Every data line must have as many columns as the first one. A sentence's `source`
+    is `path:line` of its first word; its other words are on the lines after it.
     """
     columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
-    name = os.path.basename(path)
     width = width_line = None
     doc_id, words, tags, start = 0, [], [], None
 
@@ -112,10 +141,10 @@ def read_conll(path: str, label_column: int = -1) -> dict[str, list]:
             columns["tokens"].append(words)
             columns["tags"].append(tags)
             columns["doc_id"].append(doc_id)
-            columns["source"].append(f"{name}:{start}")
+            columns["source"].append(f"{path}:{start}")
         words, tags = [], []
 
-    with open(path, encoding="utf-8") as fh:
+    with _utf8_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:
@@ -189,7 +218,6 @@ def read_records(path: str, records: list[tuple[str, dict]], text_column, label_
     label_col = _pick_column(
         names, label_column, ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags"), -1, path, "label"
     )
-    name = os.path.basename(path)
     columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
     for where, row in records:
         for col in (text_col, label_col):
@@ -208,18 +236,25 @@ def read_records(path: str, records: list[tuple[str, dict]], text_column, label_
                 f"{tags[:5]!r}. Write the names (e.g. 'B-PER'), not class ids."
             )
         if not words:
-            continue
+            raise DataError(
+                f"{path}:{where}: the row has no words ('{text_col}' is empty); a sentence needs at least one word. "
+                "Remove the row, or fill in its words and tags."
+            )
+        if not all(map(str.strip, words)):
+            index = next(i for i, word in enumerate(words) if not word.strip())
+            raise DataError(
+                f"{path}:{where}: word {index + 1} of '{text_col}' (index {index}) is {words[index]!r}, empty or only "
+                "whitespace. Every word needs a visible character: remove it and its tag, or fix the tokenisation."
+            )
         columns["tokens"].append(words)
         columns["tags"].append(tags)
         columns["doc_id"].append(row.get("doc_id", 0) if isinstance(row.get("doc_id", 0), int) else 0)
-        columns["source"].append(f"{name}:{where}")
-    if not columns["tokens"]:
-        raise DataError(f"{path}: no non-empty rows found.")
+        columns["source"].append(f"{path}:{where}")
     return columns
 
 
 def read_json(path: str) -> list[tuple[str, dict]]:
-    with open(path, encoding="utf-8") as fh:
+    with _utf8_text(path) as fh:
         text = fh.read()
     stripped = text.lstrip()
     if stripped.startswith("[") or (stripped.startswith("{") and path.endswith(".json") and "\n{" not in stripped):
@@ -247,7 +282,7 @@ def read_json(path: str) -> list[tuple[str, dict]]:
 
 
 def read_csv(path: str) -> list[tuple[str, dict]]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with _utf8_text(path, newline="") as fh:
         reader = csv.DictReader(fh)
         return [(str(reader.line_num), row) for row in reader]
 
@@ -260,10 +295,9 @@ def read_file(path: str, data_args) -> dict[str, list]:
     if os.path.getsize(path) == 0:
         raise DataError(f"{spec}: the file is empty.")
     suffix = Path(path).suffix.lower()
-    if suffix in (".json", ".jsonl"):
-        return read_records(path, read_json(path), data_args.text_column_name, data_args.label_column_name)
-    if suffix == ".csv":
-        return read_records(path, read_csv(path), data_args.text_column_name, data_args.label_column_name)
+    if suffix in RECORD_SUFFIXES:
+        records = read_csv(path) if suffix == ".csv" else read_json(path)
+        return read_records(path, records, data_args.text_column_name, data_args.label_column_name)
     if suffix in CONLL_SUFFIXES or suffix.startswith(".test") or suffix.startswith(".train"):
         return read_conll(path, data_args.conll_label_column)
     raise DataError(f"{spec}: unknown file type '{suffix}'. Use CoNLL columns (.txt/.conll), .json, .jsonl or .csv.")
@@ -344,11 +378,38 @@ def carve_and_limit(out: DatasetDict, data_args, seed: int) -> DatasetDict:
 # Labels
 
 
+def _origin(sources: Sequence[str]) -> str:
+    """The file (or Hub split) a split was read from: its sources are `file:line` / `file:row n` (a split carved
+    from train names the training file); an empty split has none."""
+    return sources[0].rpartition(":")[0] if sources else ""
+
+
+def _token_location(source: str, position: int) -> str:
+    """Where word `position` (0-based) of the sentence at `source` is: its own line in a CoNLL file (a sentence's
+    words are on consecutive lines from its first), else the row and the word's 1-based number."""
+    file, _, line = source.rpartition(":")
+    if line.isdigit() and Path(file).suffix.lower() not in RECORD_SUFFIXES:
+        return f"{file}:{int(line) + position}"
+    return f"{source}: token {position + 1}"
+
+
 @_collector_paused()
 def prepare_labels(
     raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None
 ) -> tuple[DatasetDict, list[str], str]:
-    """Detect the data's scheme, validate every sentence, convert to the target scheme, fix the label list.
+    """Detect each file's scheme, validate every sentence, convert to the target scheme, fix the label list.
+
+    The scheme is detected per file (`labels.detect_scheme`; a split carved from train shares the training file's)
+    and each file is converted from its own scheme, so an IOB1 test file is read correctly beside IOB2 training
+    data. `auto` keeps the training file's scheme (the first split's when there is no train). The rules:
+
+    - A file is IOB1 only when some ``I-X`` starts an entity and no ``B-X`` does. An ``I-X`` after ``O`` in a file
+      that elsewhere starts entities with ``B-`` is a stray in IOB2 data, not IOB1: the file is IOB2, and, as for
+      any file already in the target scheme, its tags are kept as written.
+    - Any prefix scheme converts to any other (entity spans are read the conlleval way, the same for IOB1 and
+      IOB2), so files in different prefix schemes are each converted to the target; a warning names them.
+    - A file whose tags are all ``O`` fits every scheme. Plain (POS-style) tags in one file and prefix-style tags
+      in another cannot be reconciled: a DataError names the file.
 
     `known_labels` (from a fine-tuned checkpoint) fixes the label list; otherwise it comes from train (all splits
     when there is no train). A tag outside the label list is an error naming file and line.
@@ -357,32 +418,61 @@ def prepare_labels(
     # Each column is read once, whole (see read_column).
     raw_tags = {name: read_column(split, "tags") for name, split in raw.items()}
     sources = {name: read_column(split, "source") for name, split in raw.items()}
-    reference = raw_tags["train"] if "train" in raw_tags else next(iter(raw_tags.values()))
     # Sentences repeat their tag sequences (CoNLL-2003 train: 5,684 distinct in 14,041): each is converted once.
     # Detection depends only on which patterns occur, so the distinct sequences give the same scheme.
-    source_scheme = schemes.detect_scheme(dict.fromkeys(map(tuple, reference)))
-    scheme = source_scheme if target_scheme == "auto" else target_scheme
-    if (source_scheme == "plain") != (scheme == "plain"):
-        raise DataError(
-            f"the data's tags are {source_scheme} but label_scheme is {scheme}: set label_scheme to "
-            f"{'plain' if source_scheme == 'plain' else 'IOB2/BIOES/IOB1'} or 'auto'."
-        )
+    keys = {name: list(map(tuple, seqs)) for name, seqs in raw_tags.items()}
+    origin = {name: _origin(sources[name]) for name in raw}
+    files: dict[str, list[str]] = {}  # file -> the splits read from it
+    for name in raw:
+        files.setdefault(origin[name], []).append(name)
 
-    done: dict[tuple, list[str]] = {}  # each distinct tag sequence, converted
-    valid: set[str] = set()  # tags seen in valid sequences (validate_sequence checks each tag on its own)
+    def detect(file: str, default: str = "IOB2") -> str:
+        return schemes.detect_scheme(dict.fromkeys(k for name in files[file] for k in keys[name]), default)
+
+    reference = origin["train"] if "train" in raw else next(iter(origin.values()))
+    file_scheme = {reference: detect(reference)}
+    scheme = file_scheme[reference] if target_scheme == "auto" else target_scheme
+    if (file_scheme[reference] == "plain") != (scheme == "plain"):
+        raise DataError(
+            f"the tags of {reference} are {file_scheme[reference]} but label_scheme is {scheme}: set label_scheme to "
+            f"{'plain' if file_scheme[reference] == 'plain' else 'IOB2/BIOES/IOB1'} or 'auto'."
+        )
+    kinds = {True: "plain (POS-style)", False: "prefix-style (B-/I-/E-/S-)"}
+    for file in files:
+        if file in file_scheme:
+            continue
+        # A file of only O tags (or no rows) fits any scheme: it goes with the reference file.
+        file_scheme[file] = found = detect(file, default=file_scheme[reference])
+        if (found == "plain") != (scheme == "plain"):
+            raise DataError(
+                f"{file}: its tags are {kinds[found == 'plain']} but those of {reference} are "
+                f"{kinds[scheme == 'plain']}; every split needs the same kind of tags. Wrong tag column "
+                "(conll_label_column / label_column_name), or the wrong file?"
+            )
+        if found != file_scheme[reference]:
+            logger.warning(
+                f"{file}: its tags are {found} but those of {reference} are {file_scheme[reference]}; each file is "
+                f"converted from its own scheme to {scheme}."
+            )
+
+    done = {found: {} for found in file_scheme.values()}  # per source scheme, each distinct tag sequence, converted
+    valid = {found: set() for found in file_scheme.values()}  # per source scheme, tags seen in valid sequences
 
     def convert(name: str) -> list[list[str]]:
-        converted = []
-        for seq, where in zip(raw_tags[name], sources[name]):
-            key = tuple(seq)
-            if key not in done:
-                if not valid.issuperset(key):
-                    problem = schemes.validate_sequence(seq, source_scheme)
+        source_scheme = file_scheme[origin[name]]
+        converted, cache, seen = [], done[source_scheme], valid[source_scheme]
+        for key, where in zip(keys[name], sources[name]):
+            if key not in cache:
+                if not seen.issuperset(key):  # find_invalid_tag checks each tag on its own
+                    problem = schemes.find_invalid_tag(key, source_scheme)
                     if problem:
-                        raise DataError(f"{where}: {problem} (the data's scheme was detected as {source_scheme}).")
-                    valid.update(key)
-                done[key] = schemes.convert(seq, source_scheme, scheme) if source_scheme != scheme else list(seq)
-            converted.append(done[key])
+                        raise DataError(
+                            f"{_token_location(where, problem[0])}: {problem[1]} (the tags of {origin[name]} were "
+                            f"detected as {source_scheme})."
+                        )
+                    seen.update(key)
+                cache[key] = schemes.convert(key, source_scheme, scheme) if source_scheme != scheme else list(key)
+            converted.append(cache[key])
         return converted
 
     tags = {name: convert(name) for name in raw}
@@ -393,16 +483,19 @@ def prepare_labels(
         label_names = list(known_labels)
     allowed = set(label_names)
     for name in raw:
-        for seq, where in zip(tags[name], sources[name]):
-            unknown = [t for t in seq if t not in allowed]
-            if unknown:
+        for seq, key, where in zip(tags[name], keys[name], sources[name]):
+            if not allowed.issuperset(seq):
+                position = next(i for i, tag in enumerate(seq) if tag not in allowed)
+                tag, label = key[position], seq[position]  # as written, and converted to the target scheme
+                shown = f"'{tag}'" if tag == label else f"'{tag}' ({label} in {scheme})"
                 raise DataError(
-                    f"{where}: tag '{unknown[0]}' in the {name} split is not among the model's labels "
-                    f"({', '.join(label_names)}). Fix the tag, or add examples of it to the training data."
+                    f"{_token_location(where, position)}: tag {shown} in the {name} split is not among the model's "
+                    f"labels ({', '.join(label_names)}). Fix the tag, or add examples of it to the training data."
                 )
     converted = DatasetDict()
     for name, split in raw.items():
         # The new column's fingerprint follows from the input's and the conversion (hashing the tags takes seconds).
+        source_scheme = file_scheme[origin[name]]
         new_fingerprint = Hasher.hash((split._fingerprint, "seqft.prepare_labels", source_scheme, scheme))
         converted[name] = split.remove_columns("tags").add_column("tags", tags[name], new_fingerprint=new_fingerprint)
     return converted, label_names, scheme

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from helpers import SENTENCES, tiny_tokenizer, write_conll
 
 from seqft import data as seqdata
@@ -60,7 +60,7 @@ def test_conll_four_columns_docstart_and_column_choice(tmp_path):
     assert cols["tokens"] == [["EU", "rejects", "German", "call", "."], ["Peter", "Blackburn"], ["BRUSSELS"]]
     assert cols["tags"][0] == ["I-ORG", "O", "I-MISC", "O", "O"]
     assert cols["doc_id"] == [1, 1, 2]
-    assert cols["source"] == ["eng.train:3", "eng.train:9", "eng.train:14"]
+    assert cols["source"] == [f"{path}:3", f"{path}:9", f"{path}:14"]  # the path as given
     assert seqdata.read_conll(str(path), label_column=1)["tags"][0] == ["NNP", "VBZ", "JJ", "NN", "."]
     assert seqdata.read_conll(str(path), label_column=2)["tags"][1] == ["I-NP", "I-NP"]
 
@@ -118,7 +118,7 @@ def test_the_first_sentence_with_a_bad_tag_is_named_when_its_tags_repeat(tmp_pat
     path = tmp_path / "t.txt"
     path.write_text("John B-PER\nlives O\n\nMary B-PER\nsays O\n\nBob B-PER\nSmith B_PER\n\nAl B-PER\nSmith B_PER\n")
     raw = seqdata.load_raw_splits(data_args(train_file=str(path)), seed=0)
-    with pytest.raises(DataError, match="t.txt:7: token 2: tag 'B_PER' is malformed"):
+    with pytest.raises(DataError, match="t.txt:8: tag 'B_PER' is malformed"):  # the line of the tag itself
         seqdata.prepare_labels(raw, "IOB2")
 
 
@@ -173,6 +173,91 @@ def test_unknown_tag_in_validation(tmp_path):
     assert "dev.txt:1: tag 'B-PRODUCT' in the validation split is not among the model's labels" in str(err.value)
 
 
+def test_unknown_tag_names_its_own_line_and_the_path_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_conll(tmp_path / "train.txt")
+    (tmp_path / "data").mkdir()
+    Path("data/unseen.txt").write_text("John B-PER\nworks O\nat O\nAcme B-MISC\n")
+    raw = seqdata.load_raw_splits(data_args(train_file="train.txt", test_file="data/unseen.txt"), seed=0)
+    with pytest.raises(DataError) as err:
+        seqdata.prepare_labels(raw, "IOB2")
+    assert str(err.value).startswith("data/unseen.txt:4: tag 'B-MISC' in the test split is not among the model's")
+    # Rows of JSON Lines: the row's line and the word's number; a converted tag is shown as written and converted.
+    Path("data/unseen.jsonl").write_text(
+        json.dumps({"tokens": ["Acme", "Corp", "Inc"], "ner_tags": ["O", "O", "I-X"]})
+    )
+    raw = seqdata.load_raw_splits(data_args(train_file="train.txt", test_file="data/unseen.jsonl"), seed=0)
+    with pytest.raises(
+        DataError, match=r"^data/unseen\.jsonl:1: token 3: tag 'I-X' \(B-X in IOB2\) in the test split"
+    ):
+        seqdata.prepare_labels(raw, "IOB2")
+
+
+IOB1_TEST = [
+    (["John", "Smith", "lives", "in", "New", "York", "."], ["I-PER", "I-PER", "O", "O", "I-LOC", "I-LOC", "O"]),
+    (["Berlin", "Paris", "Acme"], ["I-LOC", "B-LOC", "I-ORG"]),
+]
+IOB2_TEST = [(words, ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"][: len(words)]) for words, _ in IOB1_TEST[:1]]
+IOB2_TEST.append((["Berlin", "Paris", "Acme"], ["B-LOC", "B-LOC", "B-ORG"]))
+BIOES_TEST = [
+    (IOB1_TEST[0][0], ["B-PER", "E-PER", "O", "O", "B-LOC", "E-LOC", "O"]),
+    (IOB1_TEST[1][0], ["S-LOC", "S-LOC", "S-ORG"]),
+]
+
+
+@pytest.mark.parametrize(
+    "test_sentences, target, expected",
+    [
+        (IOB1_TEST, "IOB2", IOB2_TEST),
+        (IOB1_TEST, "auto", IOB2_TEST),  # auto: the training file's scheme
+        (BIOES_TEST, "IOB2", IOB2_TEST),
+        (IOB2_TEST, "BIOES", BIOES_TEST),
+        (IOB1_TEST, "BIOES", BIOES_TEST),
+    ],
+    ids=["IOB1-to-IOB2", "IOB1-auto", "BIOES-to-IOB2", "IOB2-to-BIOES", "IOB1-to-BIOES"],
+)
+def test_each_file_is_converted_from_its_own_scheme(tmp_path, caplog, test_sentences, target, expected):
+    """IOB2 training data beside a test file in another scheme: the test file is read in its own scheme."""
+    train = write_conll(tmp_path / "train.txt")  # IOB2
+    test = write_conll(tmp_path / "test.txt", test_sentences)
+    raw = seqdata.load_raw_splits(data_args(train_file=str(train), test_file=str(test)), seed=0)
+    caplog.set_level(logging.WARNING, logger="seqft")
+    converted, labels, scheme = seqdata.prepare_labels(raw, target)
+    assert scheme == ("IOB2" if target == "auto" else target)
+    assert converted["test"]["tags"][:] == [tags for _, tags in expected]
+    alone = seqdata.prepare_labels(DatasetDict(train=raw["train"]), target)[0]
+    assert converted["train"]["tags"][:] == alone["train"]["tags"][:]  # train is converted as without the test file
+    if test_sentences is not IOB2_TEST:
+        assert f"{test}: its tags are" in caplog.text and f"but those of {train} are IOB2" in caplog.text
+
+
+def test_consistent_files_are_not_converted_and_stray_i_starts_stay(tmp_path, caplog):
+    """An `I-X` after `O` in a file that elsewhere starts entities with `B-` is IOB2 with a stray, not IOB1: with an
+    IOB2 target the file is kept as written, exactly as before per-file detection."""
+    stray = [(["Mary", "visited", "Paris"], ["O", "O", "I-LOC"]), *SENTENCES[:2]]
+    train = write_conll(tmp_path / "train.txt")
+    test = write_conll(tmp_path / "test.txt", stray)
+    raw = seqdata.load_raw_splits(data_args(train_file=str(train), test_file=str(test)), seed=0)
+    caplog.set_level(logging.WARNING, logger="seqft")
+    converted, _, _ = seqdata.prepare_labels(raw, "IOB2")
+    assert converted["test"]["tags"][:] == [tags for _, tags in stray]
+    assert converted["train"]["tags"][:] == [tags for _, tags in SENTENCES]
+    assert "scheme" not in caplog.text
+
+
+def test_all_o_file_fits_any_scheme_and_plain_beside_prefix_tags_is_an_error(tmp_path):
+    train = write_conll(tmp_path / "train.txt")
+    outside = write_conll(tmp_path / "o.txt", [(["hello", "world"], ["O", "O"])])
+    raw = seqdata.load_raw_splits(data_args(train_file=str(train), test_file=str(outside)), seed=0)
+    assert seqdata.prepare_labels(raw, "BIOES")[0]["test"]["tags"][:] == [["O", "O"]]
+    pos = write_conll(tmp_path / "pos.txt", [(["hello", "world"], ["UH", "NN"])])
+    raw = seqdata.load_raw_splits(data_args(train_file=str(train), test_file=str(pos)), seed=0)
+    with pytest.raises(DataError) as err:
+        seqdata.prepare_labels(raw, "IOB2")
+    assert str(err.value).startswith(f"{pos}: its tags are plain (POS-style) but those of {train} are prefix-style")
+    assert "Wrong tag column" in str(err.value)
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="Data file not found: .*nope.txt"):
         seqdata.load_raw_splits(data_args(train_file=str(tmp_path / "nope.txt")), seed=0)
@@ -200,6 +285,18 @@ def test_json_jsonl_csv(tmp_path):
         ([{"tokens": ["a", "b"], "ner_tags": ["O"]}], "d.jsonl:1: 2 words in 'tokens' but 1 tags in 'ner_tags'"),
         ([{"tokens": ["a"], "ner_tags": [0]}], "must be tag names (strings)"),
         ([{"tokens": ["a"], "ner_tags": ["O"]}, {"tokens": ["b"]}], "d.jsonl:2: row has no column 'ner_tags'"),
+        (
+            [{"tokens": ["John", "", "Smith"], "ner_tags": ["B-PER", "O", "I-PER"]}],
+            "d.jsonl:1: word 2 of 'tokens' (index 1) is '', empty or only whitespace",
+        ),
+        (
+            [{"tokens": ["a"], "ner_tags": ["O"]}, {"tokens": ["Mary", " \t"], "ner_tags": ["B-PER", "O"]}],
+            "d.jsonl:2: word 2 of 'tokens' (index 1) is ' \\t', empty or only whitespace",
+        ),
+        (
+            [{"tokens": ["a"], "ner_tags": ["O"]}, {"tokens": [], "ner_tags": []}],
+            "d.jsonl:2: the row has no words ('tokens' is empty)",
+        ),
     ],
 )
 def test_bad_jsonl_rows(tmp_path, rows, message):
@@ -207,6 +304,43 @@ def test_bad_jsonl_rows(tmp_path, rows, message):
     with pytest.raises(DataError) as err:
         seqdata.read_file(str(tmp_path / "d.jsonl"), data_args())
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("t.txt", "-DOCSTART- -X- O\n\nJohn NNP B-PER\nSmith NNP I-PER\n"),
+        ("t.jsonl", json.dumps({"tokens": ["John", "Smith"], "ner_tags": ["B-PER", "I-PER"]}) + "\n"),
+        ("t.json", json.dumps([{"tokens": ["John", "Smith"], "ner_tags": ["B-PER", "I-PER"]}])),
+        ("t.csv", "tokens,ner_tags\nJohn Smith,B-PER I-PER\n"),
+    ],
+    ids=["conll", "jsonl", "json", "csv"],
+)
+def test_a_byte_order_mark_is_not_data(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes("\ufeff".encode() + text.encode())
+    cols = seqdata.read_file(str(path), data_args(text_column_name="tokens"))
+    assert cols["tokens"] == [["John", "Smith"]]
+    assert cols["tags"] == [["B-PER", "I-PER"]]
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("t.txt", b"John B-PER\n\nJos\xe9 B-PER\n", "t.txt:3: not valid UTF-8 (invalid continuation byte at byte 15)"),
+        ("t.txt", b"\xef\xbb\xbfJos\xe9 B-PER\n", "t.txt:1: not valid UTF-8 (invalid continuation byte at byte 6)"),
+        ("t.jsonl", b'{"tokens": ["Jos\xe9"], "ner_tags": ["O"]}\n', "t.jsonl:1: not valid UTF-8"),
+        ("t.csv", b"tokens,ner_tags\nJos\xe9,O\n", "t.csv:2: not valid UTF-8"),
+    ],
+    ids=["conll", "conll-bom", "jsonl", "csv"],
+)
+def test_a_file_that_is_not_utf8_names_line_and_byte(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError) as err:
+        seqdata.load_raw_splits(data_args(train_file=str(path)), seed=0)
+    assert str(err.value).startswith(f"{tmp_path}/{message}")
+    assert "Re-encode the file as UTF-8" in str(err.value)
 
 
 def test_named_column_missing(tmp_path):

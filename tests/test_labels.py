@@ -14,6 +14,7 @@ from seqft.labels import (
     convert,
     detect_scheme,
     entity_types,
+    find_invalid_tag,
     label_list,
     split_tag,
     tag_spans,
@@ -109,6 +110,59 @@ def test_split_tag(tag, expected):
 def test_detect_scheme(sequences, expected):
     assert detect_scheme(sequences) == expected
     assert detect_scheme(iter(reversed(sequences))) == expected  # order-independent, consumes an iterator once
+
+
+def detect_scheme_oracle(sequences) -> str:
+    """Test-side detection, token by token: the rules of `detect_scheme`'s docstring, written out directly."""
+    prefixed = plain = bioes = i_starts = b_starts = False
+    for sequence in sequences:
+        prev_type = None
+        for tag in sequence:
+            prefix, _, type_ = tag.partition("-")
+            if tag == "O":
+                prev_type = None
+            elif prefix not in ("B", "I", "E", "S") or not type_:
+                plain, prev_type = True, None
+            else:
+                prefixed = True
+                bioes |= prefix in ("E", "S")
+                i_starts |= prefix == "I" and prev_type != type_
+                b_starts |= prefix == "B" and prev_type != type_
+                prev_type = type_
+    if not prefixed:
+        return "plain" if plain else "IOB2"
+    return "BIOES" if bioes else "IOB1" if i_starts and not b_starts else "IOB2"
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        ["O", "I-PER", "B-PER", "I-LOC", "B-LOC"],
+        ["O", "I-PER", "I-LOC", "I-geo-loc"],
+        ["O", "I-PER", "I-LOC", "B-PER", "NN"],
+        ["O", "B-PER", "I-PER", "E-PER", "S-LOC"],
+        ["NN", "VBZ", "O", "B-"],
+    ],
+)
+def test_detect_scheme_matches_a_token_by_token_oracle(pool):
+    """`detect_scheme` looks only at distinct (previous tag, tag) pairs; the answer must be the per-token one's."""
+    rng = random.Random(str(pool))
+    for _ in range(500):
+        corpus = [[rng.choice(pool) for _ in range(rng.randint(0, 6))] for _ in range(rng.randint(0, 4))]
+        assert detect_scheme(corpus) == detect_scheme_oracle(corpus), corpus
+
+
+@pytest.mark.parametrize(
+    "sequences, expected",
+    [
+        ([["O", "O"], ["O"]], "BIOES"),  # all O: fits every scheme, the default is the answer
+        ([], "BIOES"),
+        ([["O", "I-PER"]], "IOB1"),  # real evidence wins over the default
+        ([["NN"]], "plain"),
+    ],
+)
+def test_detect_scheme_default_for_corpora_without_entities(sequences, expected):
+    assert detect_scheme(sequences, default="BIOES") == expected
 
 
 @pytest.mark.parametrize(
@@ -226,6 +280,15 @@ def test_validate_sequence(tags, scheme, message):
         assert problem is None
     else:
         assert problem is not None and problem.startswith(message), problem
+
+
+def test_find_invalid_tag_gives_the_position():
+    assert find_invalid_tag(["B-PER", "O", "B_LOC", "E-LOC"], "IOB2") == (
+        2,
+        "tag 'B_LOC' is malformed (did you mean 'B-LOC'?); " + EXPECTED_IOB2,
+    )
+    assert find_invalid_tag(["B-PER", "E-PER"], "BIOES") is None
+    assert find_invalid_tag([], "IOB1") is None
 
 
 def test_validate_sequence_unknown_scheme():
