@@ -6,13 +6,16 @@ One hook: `SeqFTTrainer(..., peft_config=...)` calls `wrap_model` and then `init
 `merge_adapter` is set.
 
 * `check_peft_spec(spec, merge=...)` — validation without a model (run before any data or weights are loaded):
-  the method exists and applies to encoders, every option is a field of its peft config class, and
-  `merge_adapter` is not asked of a method that cannot be merged.
+  the method exists and applies to encoders, every option is a field of its peft config class with a value of that
+  field's type (`"r": "4"` is refused here, not as a TypeError inside peft), and `merge_adapter` is not asked of a
+  method that cannot be merged.
 * `build_peft_config(spec, model)` — the peft config, with what the method needs filled in from the model: the task
   type (TOKEN_CLS, or SEQ_CLS for a sequence classifier), default `target_modules` for the encoder family (also under
   seqft's CRF model, whose own `model_type` peft does not know), the encoder's layer/head/hidden sizes for prompt
   learning, and every module outside the encoder (`classifier`, `pre_classifier`, `pooler`, `crf`, ...) in
-  `modules_to_save`. The caller's dict or config object is never modified.
+  `modules_to_save`. The caller's dict or config object is never modified. Every entry of a `target_modules`,
+  `exclude_modules` or `modules_to_save` list must match a module of this model (peft skips one that does not, so a
+  misspelt entry would silently adapt fewer layers), as must every `layers_to_transform` block.
 * `wrap_model(model, spec)` — the `PeftModel`; logs `trainable_parameters`.
 * `initialize_from_data(trainer)` — EVA (`init_lora_weights: "eva"`): the LoRA A matrices from the principal
   directions of each adapted layer's inputs on the training set, before the first step (the trainer's hook).
@@ -35,12 +38,16 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import enum
+import functools
 import importlib.util
 import inspect
 import json
 import logging
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 import torch
@@ -55,6 +62,7 @@ from peft import (
 )
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.utils.constants import (
+    INCLUDE_LINEAR_LAYERS_SHORTHAND,
     TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
     TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
     TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
@@ -150,12 +158,153 @@ def _options_of(config_cls) -> list[str]:
     return [f.name for f in dataclasses.fields(config_cls) if f.init and f.name not in ("peft_type",)]
 
 
+@functools.cache
+def _field_types(config_cls) -> dict:
+    """Option name -> resolved annotation of a peft config dataclass (also of nested ones such as `EvaConfig`)."""
+    try:
+        return typing.get_type_hints(config_cls)
+    except (NameError, TypeError):  # an annotation that does not resolve at runtime: nothing to check against
+        return {}
+
+
+_JSON_KINDS = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
+"""What a JSON value is, in a message (bool before int: a bool is an int in Python)."""
+
+
+def _fits(value, annotation) -> bool:
+    """Whether a JSON value can stand for `annotation` (int, float, bool, str, list[...], dict[...], None, unions,
+    Literal (by the type of its members: peft checks the values), enums (by value) and nested config dataclasses (as
+    objects)). Bool is not an int; an int is a float. Anything else is not judged."""
+    if annotation is typing.Any or annotation is object:
+        return True
+    if annotation is type(None):
+        return value is None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(_fits(value, kind) for kind in {type(arg) for arg in args})
+    if origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple):
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:  # JSON has no tuples: a list of that length
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict) and (len(args) != 2 or all(_fits(v, args[1]) for v in value.values()))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, annotation) or any(value == member.value for member in annotation)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return isinstance(value, (annotation, dict))
+    return True
+
+
+def _describe(annotation) -> str:
+    """`annotation` in the words of a JSON recipe: "an integer", "a list of strings or a string or null", ..."""
+    if annotation is type(None):
+        return "null"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(arg) for arg in args)
+    if origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple):
+        element = args[0] if args and (origin is not tuple or args[-1] is Ellipsis) else None
+        if element is None:
+            return "a list"
+        inner = _describe(element)
+        plural = {"an integer": "integers", "a number": "numbers", "a string": "strings", "true or false": "booleans"}
+        return f"a list of {plural.get(inner, inner)}"
+    if origin is dict or annotation is dict:
+        return "an object"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(json.dumps(member.value) for member in annotation)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return f"an object ({annotation.__name__} options)"
+    if annotation is bool:
+        return "true or false"
+    return _JSON_KINDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    return next((name for kind, name in _JSON_KINDS.items() if isinstance(value, kind)), type(value).__name__)
+
+
+def _list_element(annotation):
+    """The element annotation of the list type an annotation allows (`list[str]` in `Optional[list[str] | str]`)."""
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    for member in members or (annotation,):
+        if typing.get_origin(member) is list and typing.get_args(member):
+            return typing.get_args(member)[0]
+    return None
+
+
+def _nested_config(annotation):
+    """The config dataclass an option holds (`eva_config`: EvaConfig), when its annotation names exactly one."""
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    found = [a for a in members or (annotation,) if isinstance(a, type) and dataclasses.is_dataclass(a)]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_option_types(options: dict, config_cls, prefix: str = "peft_config") -> None:
+    """Each option's value against the annotation of its field in `config_cls` (and of nested config dataclasses),
+    so that `"r": "4"` fails here, naming the option, instead of as a TypeError deep inside peft."""
+    annotations = _field_types(config_cls)
+    # peft writes some options as `num_virtual_tokens: int = None` (None: filled in later), so null is what they
+    # default to even where the annotation does not say so
+    default_none = {f.name for f in dataclasses.fields(config_cls) if f.default is None}
+    for key, value in options.items():
+        if key not in annotations:
+            continue  # unknown options are reported by name (check_peft_spec) or by the config's constructor
+        annotation = annotations[key]
+        if not (value is None and key in default_none) and not _fits(value, annotation):
+            element = _list_element(annotation) if isinstance(value, list) else None
+            if element is not None:  # a list where a list is expected: name the entry that does not fit
+                index = next((i for i, v in enumerate(value) if not _fits(v, element)), None)
+                if index is not None:
+                    key, value, annotation = f"{key}[{index}]", value[index], element
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    parsed = json.loads(value)
+                except ValueError:
+                    parsed = None
+                if parsed is not None and not isinstance(parsed, str) and _fits(parsed, annotation):
+                    hint = f" Write it without quotes: {json.dumps(parsed)}."
+            raise RecipeError(
+                f"{prefix}.{key} = {json.dumps(value, default=str)} is {_json_kind(value)}; expected "
+                f"{_describe(annotation)}.{hint}"
+            )
+        nested = _nested_config(annotation) if isinstance(value, dict) else None
+        if nested is not None:
+            _check_option_types(value, nested, f"{prefix}.{key}")
+
+
 def check_peft_spec(spec: dict | PeftConfig, *, merge: bool = False) -> type[PeftConfig]:
     """Validate a recipe's `peft_config` without a model; returns the peft config class.
 
     Raises `RecipeError` for an unknown or encoder-incompatible `peft_type`, an option the method's config class does
-    not have (naming the closest option and listing all of them), and for `merge=True` with a prompt-learning method,
-    whose virtual tokens or prefix have no weights to merge into.
+    not have (naming the closest option and listing all of them), an option whose JSON value does not fit the type of
+    its field in that class (`"r": "4"`: naming `peft_config.r`, the value and the expected type; nested config
+    objects such as `eva_config` likewise), and for `merge=True` with a prompt-learning method, whose virtual tokens
+    or prefix have no weights to merge into.
     """
     if isinstance(spec, PeftConfig):
         peft_type, config_cls = _peft_type(spec.peft_type), type(spec)
@@ -179,6 +328,7 @@ def check_peft_spec(spec: dict | PeftConfig, *, merge: bool = False) -> type[Pef
                 )
             if key in _MANAGED_OPTIONS:
                 raise RecipeError(f"peft_config: '{key}' is set by seqft from the model; remove it from the recipe.")
+        _check_option_types({k: v for k, v in spec.items() if k != "peft_type"}, config_cls)
         task_type = spec.get("task_type")
         if task_type is not None and str(task_type).upper() not in {t.value for t in _TASK_TYPES}:
             raise RecipeError(
@@ -319,7 +469,165 @@ def build_peft_config(spec: dict | PeftConfig, model: nn.Module) -> PeftConfig:
             heads = []
         changes["modules_to_save"] = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
     # a new object (the spec's own config is never touched), checked again by peft's __post_init__
-    return _construct(dataclasses.replace, copy.deepcopy(config), **changes)
+    built = _construct(dataclasses.replace, copy.deepcopy(config), **changes)
+    _check_module_names(
+        built,
+        model,
+        user_targets="target_modules" not in changes,
+        user_modules_to_save=getattr(config, "modules_to_save", None) or [],
+    )
+    return built
+
+
+def _names(value) -> list[str]:
+    """A recipe's module-name list in its own order (peft turns lists into sets)."""
+    return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+
+
+def _matches(key: str, **options) -> bool:
+    """peft's own matching rule (`check_target_module_exists`) for one module name and these options only: a list
+    entry matches a name equal to it or ending in "." + entry, a string is a regular expression for the whole name;
+    `layers_to_transform` keeps the modules in those blocks (numbered where `layers_pattern` says); excluded modules
+    and modules to save do not match."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    defaults = dict(
+        target_modules=None,
+        exclude_modules=None,
+        modules_to_save=None,
+        target_parameters=None,
+        layers_to_transform=None,
+        layers_pattern=None,
+    )
+    return bool(check_target_module_exists(types.SimpleNamespace(**{**defaults, **options}), key))
+
+
+def _adaptable_modules(model: nn.Module) -> list[str]:
+    """Full names of the layers an adapter can target (nn.Linear, transformers' Conv1D), inside the encoder when
+    there is one, as peft sees them (relative to `model`)."""
+    from transformers.pytorch_utils import Conv1D
+
+    encoder = _encoder_of(model)
+    inside = {id(m) for m in encoder.modules()} if encoder is not None else None
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, Conv1D)) and (inside is None or id(m) in inside)
+    ]
+
+
+def _last_names(names) -> list[str]:
+    """The distinct last components of module names, in order: `query, key, value, dense` for BERT's layers."""
+    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in names))
+
+
+def _unmatched_error(option: str, unmatched: list[str], candidates: list[str], model: nn.Module, rule: str):
+    suggestions = []
+    for entry in unmatched:
+        head, dot, last = entry.rpartition(".")
+        close = difflib.get_close_matches(last, candidates, n=1, cutoff=0.6)
+        suggestions.append(f"'{entry}'" + (f" (did you mean '{head}{dot}{close[0]}'?)" if close else ""))
+    one = len(unmatched) == 1
+    return RecipeError(
+        f"peft_config.{option}: {', '.join(suggestions)} {'matches' if one else 'match'} no module of "
+        f"{type(model).__name__} ({rule}). Fix or remove {'it' if one else 'them'} (peft skips an entry that "
+        f"matches nothing without a word). Candidates in this model: {', '.join(candidates)}."
+    )
+
+
+def _check_module_names(config: PeftConfig, model: nn.Module, *, user_targets: bool, user_modules_to_save) -> None:
+    """Fail where peft would quietly do less than the recipe says, or fail with a bare NoMatchingPeftModuleError.
+
+    * every entry of a `target_modules` or `exclude_modules` list must match a module (a misspelt entry in a list is
+      otherwise ignored, and the adapter silently covers fewer layers); a `target_modules` regular expression must
+      match at least one;
+    * every `layers_to_transform` block must hold a targeted module;
+    * every `modules_to_save` entry of the recipe must end the name of a module (peft's rule for it);
+    * after exclusions, something must be left to adapt.
+    """
+    if config.is_prompt_learning:
+        return
+    model = _unwrap(model)
+    keys = [name for name, _ in model.named_modules() if name]
+    adaptable = _adaptable_modules(model)
+    example = adaptable[0] if adaptable else keys[-1]
+    rule = f'an entry matches a module whose name equals it or ends in "." + entry, as in "{example}"'
+    targets = getattr(config, "target_modules", None)
+    regex = user_targets and isinstance(targets, str) and targets != INCLUDE_LINEAR_LAYERS_SHORTHAND
+    if regex and not any(_matches(key, target_modules=targets) for key in keys):
+        raise RecipeError(
+            f"peft_config.target_modules: the regular expression {targets!r} matches no module name of "
+            f"{type(model).__name__} (a string is a regular expression for whole names such as '{example}'; for "
+            f"plain names use a list, e.g. {json.dumps(_last_names(adaptable)[:2])}). Candidates in this model: "
+            f"{', '.join(_last_names(adaptable))}."
+        )
+    lists = {"exclude_modules": getattr(config, "exclude_modules", None)}
+    if user_targets:
+        lists = {"target_modules": targets, **lists}
+    for option, entries in lists.items():
+        if entries is None or isinstance(entries, str):
+            continue
+        unmatched = [e for e in _names(entries) if not any(_matches(key, target_modules=[e]) for key in keys)]
+        if unmatched:
+            raise _unmatched_error(option, unmatched, _last_names(adaptable), model, rule)
+    if user_modules_to_save:
+        every = [name for name, _ in model.named_modules(remove_duplicate=False) if name]
+        unmatched = [e for e in user_modules_to_save if not any(name.endswith(e) for name in every)]
+        if unmatched:
+            holders = (
+                n for n, m in model.named_modules() if n and next(m.parameters(recurse=False), None) is not None
+            )
+            raise _unmatched_error(
+                "modules_to_save",
+                unmatched,
+                _last_names(holders),
+                model,
+                "an entry matches every module whose name ends in it",
+            )
+    if targets is None or isinstance(targets, str):
+        return
+    layers = getattr(config, "layers_to_transform", None)
+    pattern = getattr(config, "layers_pattern", None)
+    if layers is not None and layers != []:
+        wanted = [layers] if isinstance(layers, int) else list(layers)
+        targeted = [key for key in keys if _matches(key, target_modules=targets)]
+
+        def in_layer(index: int) -> bool:
+            return any(
+                _matches(k, target_modules=targets, layers_to_transform=[index], layers_pattern=pattern)
+                for k in targeted
+            )
+
+        missing = [index for index in wanted if not in_layer(index)]
+        found = [index for index in range(len(targeted)) if in_layer(index)] if missing else []
+        if missing and not found:
+            name = targeted[0] if targeted else example
+            parts = name.split(".")
+            listed = next((parts[i - 1] for i in range(1, len(parts)) if parts[i].isdigit()), None)
+            if pattern and listed:
+                raise RecipeError(
+                    f"peft_config.layers_pattern: {pattern!r} numbers no layer of {type(model).__name__}: it names "
+                    f"the module list before the layer number, as {listed!r} in '{name}'."
+                )
+            raise RecipeError(
+                f"peft_config.layers_to_transform: no module named by target_modules sits in a numbered layer of "
+                f"{type(model).__name__} (as '{name}' shows); remove layers_to_transform."
+            )
+        if missing:
+            raise RecipeError(
+                f"peft_config.layers_to_transform: no module named by target_modules is in layer "
+                f"{', '.join(map(str, missing))}; the targeted modules of {type(model).__name__} are in layers "
+                f"{found[0]}..{found[-1]} (counted from 0)."
+            )
+    options = {
+        name: getattr(config, name, None)
+        for name in ("target_modules", "exclude_modules", "modules_to_save", "layers_to_transform", "layers_pattern")
+    }
+    if not getattr(config, "target_parameters", None) and not any(_matches(key, **options) for key in keys):
+        raise RecipeError(
+            "peft_config: nothing is left to adapt: every module that target_modules names is excluded by "
+            "exclude_modules or modules_to_save (the task head is always in modules_to_save). Check both lists."
+        )
 
 
 def _construct(factory, *args, **kwargs) -> PeftConfig:

@@ -63,7 +63,9 @@ Every rank precomputes the whole training set (once, at construction).
 Hidden-state matching needs the teacher's hidden states at every step: same tokenizer, not precomputed.
 
 **Labels.** The same label set in another order is mapped by name; different sets raise a `RecipeError` naming the
-labels only one side has. (`seqft.train` trains the student on the teacher's label list, in its order.)
+labels only one side has. (`seqft.train` trains the student on the teacher's label list, in its order;
+`check_teacher_labels` names the teacher and the data's labels it lacks, before any tokenisation.) A teacher whose
+`id2label` holds only transformers' `LABEL_0`... placeholders is a base model, never fine-tuned: refused by name.
 
 **The teacher** (a model, a directory, a Hub id or a `pkg://` path; a seqft CRF checkpoint loads through the Auto
 classes): frozen (`requires_grad=False`), in eval mode (dropout off), re-put in eval mode at every use, never in the
@@ -117,6 +119,7 @@ __all__ = [
     "TeacherColumnCollator",
     "align_word_targets",
     "build_student_from_teacher",
+    "check_teacher_labels",
     "crf_log_distribution",
     "default_layer_map",
     "distillation_loss",
@@ -281,8 +284,94 @@ def parse_layer_map(raw: Mapping, num_student_layers: int, num_teacher_layers: i
 
 def label_names(model: nn.Module) -> list[str]:
     """The model's labels in id order (from `config.id2label`)."""
-    id2label = getattr(_base(model).config, "id2label", None) or {}
+    return _id2label_names(getattr(_base(model).config, "id2label", None))
+
+
+def _id2label_names(id2label) -> list[str]:
+    id2label = id2label or {}
     return [str(id2label[i]) for i in sorted(id2label, key=int)]
+
+
+def _default_label_names(names: Sequence[str]) -> bool:
+    """Whether `names` are transformers' placeholders (`LABEL_0`, `LABEL_1`, ...): a config never given labels."""
+    return bool(names) and list(names) == [f"LABEL_{i}" for i in range(len(names))]
+
+
+def _teacher_name(teacher: nn.Module) -> str:
+    return getattr(_base(teacher), "name_or_path", None) or type(_base(teacher)).__name__
+
+
+def _unnamed_teacher_error(subject: str, names: Sequence[str], sequence_level: bool) -> RecipeError:
+    task = "sequence classification" if sequence_level else "token classification"
+    return RecipeError(
+        f"{subject} has no label names: its config's id2label holds only transformers' placeholders "
+        f"({names[0]}..{names[-1]}), so it looks like a base model that was never fine-tuned for {task} (its "
+        "classifier would be untrained). Distil from a fine-tuned teacher: fine-tune one on this data first "
+        "(seqft.train without teacher_model_name_or_path) and pass its output_dir as teacher_model_name_or_path."
+    )
+
+
+def check_teacher_labels(teacher: nn.Module, raw: Mapping) -> None:
+    """Check before training that the teacher predicts every label of the data, which `seqft.train` gives the
+    student with the teacher's label list (`raw`: split name -> the raw split of `seqft.data.load_raw_splits`, with
+    `tags` and `source` columns, or of `seqft.seqcls.load_raw_splits`, with `label` and `source`).
+
+    Raises `RecipeError` for a teacher without label names (transformers' `LABEL_0`... placeholders: a base model)
+    and for labels of the data the teacher lacks, naming the teacher, those labels, where the first one occurs and
+    the fixes. Entity tags are compared by entity type, plain tags (POS, class names) by name. Prefixes and tags
+    whose form is wrong are left to `seqft.data.prepare_labels`, which converts schemes and reports what remains.
+    """
+    from . import labels as schemes
+
+    teacher_labels = label_names(teacher)
+    name = _teacher_name(teacher)
+    if _default_label_names(teacher_labels):
+        raise _unnamed_teacher_error(f"the teacher ({name})", teacher_labels, is_sequence_classifier(_base(teacher)))
+    known = set(teacher_labels)
+    prefixed = any(schemes.split_tag(label)[0] in schemes.PREFIXES for label in teacher_labels)
+    teacher_types = {schemes.split_tag(label)[1] for label in teacher_labels}
+
+    def lacks(tag) -> bool:
+        if not isinstance(tag, str) or tag == schemes.OUTSIDE:
+            return False
+        if not prefixed:  # plain tags (POS) or class names: by name
+            return tag not in known
+        prefix, type_ = schemes.split_tag(tag)
+        return prefix in schemes.PREFIXES and type_ not in teacher_types
+
+    missing: dict[str, None] = {}  # in order of first occurrence
+    first = None
+    for split_name, split in raw.items():
+        columns = split.column_names
+        column = "tags" if "tags" in columns else "label" if "label" in columns else None
+        if column is None:
+            continue
+        values = seqdata.read_column(split, column)
+        sources = seqdata.read_column(split, "source") if "source" in columns else [None] * len(values)
+        for value, source in zip(values, sources):
+            found = [t for t in (value if isinstance(value, list) else [value]) if lacks(t)]
+            if found and first is None:
+                first = (source, split_name)
+            missing.update(dict.fromkeys(found))
+    if not missing:
+        return
+    tags = list(missing)
+
+    def counted(word: str, items: list[str]) -> str:
+        return f"{word}{'s' if len(items) > 1 else ''} {', '.join(items)}"
+
+    if prefixed:
+        types = list(dict.fromkeys(schemes.split_tag(t)[1] for t in tags))
+        what = f"{counted('entity type', types)} ({counted('tag', tags)})"
+    else:
+        what = counted("label", tags)
+    where = f"first at {first[0]}, {first[1]} split" if first and first[0] else f"{first[1]} split" if first else ""
+    raise RecipeError(
+        f"the teacher ({name}) does not predict {what}, which the data uses ({where}). The student learns the "
+        f"teacher's labels ({', '.join(teacher_labels)}), so every label of the data must be one of them: distil "
+        f"from a teacher fine-tuned with {'these labels' if len(tags) > 1 else 'this label'}, or map or remove "
+        f"{'them' if len(tags) > 1 else 'it'} in the data (rename to one of the teacher's labels, or tag O)."
+    )
 
 
 def label_permutation(teacher_labels: Sequence[str], student_labels: Sequence[str]) -> list[int] | None:
@@ -481,9 +570,18 @@ def load_teacher(name_or_path: str, **kwargs) -> nn.Module:
             "a full model: train the teacher with merge_adapter: true and use its output_dir/merged."
         )
     try:
-        sequence_level = is_sequence_classifier(AutoConfig.from_pretrained(path, **kwargs))  # (B, C) logits
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise RecipeError(
+            f"teacher_model_name_or_path={name_or_path!r}: could not load a token-classification model ({err})."
+        ) from err
+    sequence_level = is_sequence_classifier(config)  # (B, C) logits
+    names = _id2label_names(getattr(config, "id2label", None))
+    if _default_label_names(names):  # checked before loading weights: a base encoder is no teacher
+        raise _unnamed_teacher_error(f"teacher_model_name_or_path={name_or_path!r}", names, sequence_level)
+    try:
         auto = AutoModelForSequenceClassification if sequence_level else AutoModelForTokenClassification
-        return auto.from_pretrained(path, **kwargs)
+        return auto.from_pretrained(path, config=config, **kwargs)
     except (OSError, ValueError) as err:
         raise RecipeError(
             f"teacher_model_name_or_path={name_or_path!r}: could not load a token-classification model ({err})."
@@ -754,7 +852,11 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
     student = _base(trainer.model)
     if _base(teacher) is student:
         raise RecipeError("the teacher is the student itself: pass a separately loaded (fine-tuned) teacher model.")
-    permutation = label_permutation(label_names(teacher), label_names(student))
+    teacher_labels, student_labels = label_names(teacher), label_names(student)
+    if _default_label_names(teacher_labels) and teacher_labels != student_labels:
+        subject = f"the teacher ({_teacher_name(teacher)})"
+        raise _unnamed_teacher_error(subject, teacher_labels, is_sequence_classifier(_base(teacher)))
+    permutation = label_permutation(teacher_labels, student_labels)
     if (
         _is_crf(student)
         and trainer.is_deepspeed_enabled

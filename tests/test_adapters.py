@@ -176,6 +176,178 @@ def test_merge_adapter_with_prefix_tuning_fails_before_loading_anything(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+OPTION_TYPES = [  # (spec, the start of the error) -- JSON values as a recipe gives them
+    (
+        {"peft_type": "LORA", "r": "4"},
+        'peft_config.r = "4" is a string; expected an integer. Write it without quotes: 4.',
+    ),
+    ({"peft_type": "LORA", "lora_alpha": "32"}, 'peft_config.lora_alpha = "32" is a string; expected an integer.'),
+    ({"peft_type": "LORA", "r": True}, "peft_config.r = true is a boolean; expected an integer."),
+    ({"peft_type": "LORA", "use_rslora": 1}, "peft_config.use_rslora = 1 is an integer; expected true or false."),
+    ({"peft_type": "LORA", "lora_dropout": "0.1"}, 'peft_config.lora_dropout = "0.1" is a string; expected a number.'),
+    (
+        {"peft_type": "LORA", "target_modules": ["query", 3]},
+        "peft_config.target_modules[1] = 3 is an integer; expected a string.",
+    ),
+    ({"peft_type": "LORA", "layers_to_transform": 1.5}, "peft_config.layers_to_transform = 1.5 is a number; expected"),
+    (
+        {"peft_type": "LORA", "modules_to_save": "crf"},
+        'peft_config.modules_to_save = "crf" is a string; expected a list of strings or null.',
+    ),
+    (
+        {"peft_type": "LORA", "eva_config": {"rho": "2"}},
+        'peft_config.eva_config.rho = "2" is a string; expected a number.',
+    ),
+    (
+        {"peft_type": "IA3", "init_ia3_weights": "true"},
+        'peft_config.init_ia3_weights = "true" is a string; expected true or false.',
+    ),
+    (
+        {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2.5},
+        "peft_config.num_virtual_tokens = 2.5 is a number; expected an integer.",
+    ),
+]
+
+
+@pytest.mark.parametrize("spec, message", OPTION_TYPES, ids=[m.split(" = ")[0] for _, m in OPTION_TYPES])
+def test_option_types_are_checked_against_the_peft_config_fields(spec, message):
+    # before: a TypeError deep in peft's layer construction ('<=' not supported between 'str' and 'int'), after the data
+    # and the model were loaded; now a RecipeError from check_peft_spec, which seqft.train runs before loading anything
+    with pytest.raises(RecipeError) as info:
+        adapters.check_peft_spec(spec)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lora_dropout": 0},  # an int is a float
+        {"layers_to_transform": 1},
+        {"layers_to_transform": [0, 1], "layers_pattern": "layer"},
+        {"init_lora_weights": "pissa_niter_4"},  # peft's Literal documents a pattern: its values are peft's to check
+        {"init_lora_weights": False},
+        {"layer_replication": [[0, 1], [1, 2]]},  # list[tuple[int, int]] in JSON
+        {"task_type": "token_cls", "target_modules": "all-linear", "rank_pattern": {"query": 8}},
+        {"eva_config": {"rho": 2, "tau": 0.99, "use_label_mask": True}},
+    ],
+)
+def test_option_types_accept_what_json_can_say(options):
+    adapters.check_peft_spec({"peft_type": "LORA", **options})
+
+
+def test_prompt_learning_sizes_may_be_null_as_peft_defaults_them():
+    adapters.check_peft_spec({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": None, "token_dim": None})
+
+
+def test_a_quoted_number_fails_before_the_data_or_model_is_loaded(root, tmp_path, capsys):
+    from helpers import write_conll
+
+    recipe = {
+        "model_name_or_path": "pkg://tinyseqftpkg/encoder",
+        "train_file": str(write_conll(tmp_path / "train.txt")),
+        "output_dir": str(tmp_path / "out"),
+        "peft_config": {"peft_type": "LORA", "lora_alpha": "32", "target_modules": ["query"]},
+    }
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('seqft: error: peft_config.lora_alpha = "32" is a string; expected an integer.'), err
+    assert not (tmp_path / "out").exists()
+
+
+def bert_tagger():
+    torch.manual_seed(0)
+    return BertForTokenClassification(tiny_bert_config())
+
+
+MODULE_NAMES = [  # (options, the error's text) on a tiny BERT tagger
+    (
+        {"target_modules": ["qeury"]},
+        "peft_config.target_modules: 'qeury' (did you mean 'query'?) matches no module of BertForTokenClassification",
+    ),
+    (  # peft itself would adapt `value` only and say nothing
+        {"target_modules": ["qeury", "value"]},
+        "peft_config.target_modules: 'qeury' (did you mean 'query'?) matches no module",
+    ),
+    (
+        {"target_modules": ["attention.self.qeury", "vlaue", "key"]},
+        "'attention.self.qeury' (did you mean 'attention.self.query'?), 'vlaue' (did you mean 'value'?) match no",
+    ),
+    (
+        {"target_modules": "qeury"},
+        "peft_config.target_modules: the regular expression 'qeury' matches no module name of "
+        "BertForTokenClassification",
+    ),
+    (
+        {"target_modules": ["query"], "exclude_modules": ["layer.0.attention.self.qeury"]},
+        "peft_config.exclude_modules: 'layer.0.attention.self.qeury' (did you mean 'layer.0.attention.self.query'?)",
+    ),
+    (
+        {"target_modules": ["query"], "modules_to_save": ["LayerNrom"]},
+        "peft_config.modules_to_save: 'LayerNrom' (did you mean 'LayerNorm'?) matches no module",
+    ),
+    (
+        {"target_modules": ["query"], "layers_to_transform": [1, 5]},
+        "peft_config.layers_to_transform: no module named by target_modules is in layer 5; the targeted modules of "
+        "BertForTokenClassification are in layers 0..1 (counted from 0).",
+    ),
+    (
+        {"target_modules": ["query"], "layers_to_transform": [0], "layers_pattern": "layres"},
+        "peft_config.layers_pattern: 'layres' numbers no layer of BertForTokenClassification: it names the module "
+        "list before the layer number, as 'layer' in 'bert.encoder.layer.0.attention.self.query'.",
+    ),
+    ({"target_modules": ["query"], "exclude_modules": ["query"]}, "peft_config: nothing is left to adapt"),
+]
+
+
+@pytest.mark.parametrize("options, message", MODULE_NAMES, ids=[m.split(":")[0] for _, m in MODULE_NAMES])
+def test_module_names_that_match_nothing_are_recipe_errors(options, message):
+    with pytest.raises(RecipeError) as info:
+        adapters.wrap_model(bert_tagger(), {"peft_type": "LORA", "r": 2, **options})
+    text = str(info.value)
+    assert message in text, text
+    if "did you mean" in message:
+        candidates = "LayerNorm" if "modules_to_save" in message else "query, key, value, dense."
+        assert "Candidates in this model: " in text and candidates in text, text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"target_modules": ["attention.self.query", "bert.encoder.layer.0.attention.self.value"]},
+        {"target_modules": r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"},
+        {"target_modules": "all-linear"},
+        {"target_modules": ["query"], "layers_to_transform": 1, "layers_pattern": "layer"},
+        {"target_modules": ["query", "value"], "exclude_modules": ["layer.0.attention.self.value"]},
+        {"target_modules": ["query"], "modules_to_save": ["LayerNorm"]},
+    ],
+)
+def test_module_names_peft_matches_pass(options):
+    model = adapters.wrap_model(bert_tagger(), {"peft_type": "LORA", "r": 2, **options})
+    assert any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def test_a_mistyped_target_module_fails_from_the_recipe(root, tmp_path, capsys):
+    from helpers import write_conll
+
+    recipe = {
+        "model_name_or_path": "pkg://tinyseqftpkg/encoder",
+        "train_file": str(write_conll(tmp_path / "train.txt")),
+        "output_dir": str(tmp_path / "out"),
+        "do_train": True,
+        "max_steps": 1,
+        "use_cpu": True,
+        "report_to": "none",
+        "use_crf": True,
+        "peft_config": {"peft_type": "LORA", "r": 4, "target_modules": ["qeury", "value"]},
+    }
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "seqft: error: peft_config.target_modules: 'qeury' (did you mean 'query'?) matches no module of " in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("as_config", [False, True], ids=["dict", "PeftConfig"])
 def test_the_callers_spec_is_not_mutated(root, as_config):
     spec = LoraConfig(r=4, target_modules=["query"]) if as_config else {"peft_type": "lora", "r": 4}

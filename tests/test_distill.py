@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,92 @@ def test_teacher_with_the_same_labels_in_another_order_is_mapped(tmp_path):
     unmapped, _ = distill.teacher_log_distribution(teacher, batch)
     mask = batch["labels"] != -100
     assert distill.soft_target_loss(outputs.logits, unmapped, mask, 2.0) > 1e-2
+
+
+def raw_split(sentences, name="train.txt"):
+    """A raw split as seqft.data.load_raw_splits gives it: words, tags, and each sentence's file:line."""
+    return Dataset.from_dict(
+        {
+            "tokens": [w for w, _ in sentences],
+            "tags": [t for _, t in sentences],
+            "source": [f"{name}:{1 + 9 * i}" for i in range(len(sentences))],
+        }
+    )
+
+
+def test_a_teacher_lacking_labels_of_the_data_is_named_with_the_fixes():
+    misc = [(["Mary", "likes", "German", "beer", "."], ["B-PER", "O", "B-MISC", "O", "O"])]
+    raw = {"train": raw_split(SENTENCES), "validation": raw_split(SENTENCES[:2] + misc + misc, "dev.txt")}
+    with pytest.raises(RecipeError) as info:
+        distill.check_teacher_labels(bert(), raw)
+    message = str(info.value)
+    assert message.startswith(
+        f"the teacher ({bert().name_or_path or 'BertForTokenClassification'}) does not predict entity type MISC "
+        "(tag B-MISC), which the data uses (first at dev.txt:19, validation split). The student learns the "
+        f"teacher's labels ({', '.join(LABELS)}), so every label of the data must be one of them: distil from a "
+        "teacher fine-tuned with this label, or map or remove it in the data"
+    ), message
+    assert "add examples" not in message
+
+    two = {"train": raw_split(SENTENCES + [(["Mary", "met", "Zeus", "Bank"], ["B-PER", "O", "B-GOD", "B-FIN"])])}
+    with pytest.raises(RecipeError, match=r"entity types GOD, FIN \(tags B-GOD, B-FIN\), which the data uses"):
+        distill.check_teacher_labels(bert(), two)
+
+
+def test_teacher_labels_are_compared_by_entity_type_and_plain_tags_by_name():
+    # the data in IOB1 or BIOES: seqft converts it to the teacher's IOB2, so only the entity types must agree
+    iob1 = [(["John", "Smith", "lives", "in", "Berlin"], ["I-PER", "I-PER", "O", "O", "I-LOC"])]
+    bioes = [(["John", "Smith", "in", "Acme"], ["B-PER", "E-PER", "O", "S-ORG"])]
+    distill.check_teacher_labels(bert(), {"train": raw_split(iob1), "test": raw_split(bioes)})
+    pos = ["DT", "NN", "VBZ"]
+    distill.check_teacher_labels(bert(pos), {"train": raw_split([(["a", "dog", "runs"], pos)])})
+    with pytest.raises(RecipeError, match=r"does not predict label JJ, which the data uses \(first at train.txt:1"):
+        distill.check_teacher_labels(bert(pos), {"train": raw_split([(["a", "big", "dog"], ["DT", "JJ", "NN"])])})
+    # sequence classification: the raw splits' `label` column, names (lists of names for multi-label)
+    texts = Dataset.from_dict(
+        {"text": ["a", "b"], "label": [["pos"], ["pos", "odd"]], "source": ["t.csv:2", "t.csv:3"]}
+    )
+    with pytest.raises(RecipeError, match=r"does not predict label odd, which the data uses \(first at t.csv:3"):
+        distill.check_teacher_labels(bert(["neg", "pos"]), {"train": texts})
+
+
+def test_a_base_model_as_teacher_is_refused_for_its_placeholder_label_names(tmp_path):
+    base = BertForTokenClassification(tiny_bert_config())  # id2label: LABEL_0..LABEL_4, as a bare encoder loads
+    base.save_pretrained(tmp_path / "base")
+    expected = (
+        "has no label names: its config's id2label holds only transformers' placeholders (LABEL_0..LABEL_4), so it "
+        "looks like a base model that was never fine-tuned for token classification"
+    )
+    with pytest.raises(RecipeError) as info:
+        distill.load_teacher(str(tmp_path / "base"))
+    assert str(info.value).startswith(f"teacher_model_name_or_path={str(tmp_path / 'base')!r} {expected}")
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        distill.check_teacher_labels(base, {"train": raw_split(SENTENCES)})
+    with pytest.raises(RecipeError, match=re.escape(expected)):  # not "only the teacher has LABEL_0, ..."
+        trainer_for(tmp_path, bert(), base)
+
+
+def test_seqft_train_refuses_a_base_encoder_as_teacher(tmp_path, capsys):
+    from helpers import save_tiny_bert, write_conll
+
+    from seqft.train import main
+
+    encoder = save_tiny_bert(tmp_path / "encoder")
+    recipe = {
+        "model_name_or_path": str(encoder),
+        "teacher_model_name_or_path": str(encoder),
+        "train_file": str(write_conll(tmp_path / "train.txt")),
+        "output_dir": str(tmp_path / "out"),
+        "do_train": True,
+        "max_steps": 1,
+        "use_cpu": True,
+        "report_to": "none",
+    }
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "seqft: error: teacher_model_name_or_path=" in err and "has no label names" in err, err
+    assert "LABEL_0, LABEL_1" not in err and "add examples" not in err
 
 
 # ---------------------------------------------------------------------------------------------------------------
