@@ -8,6 +8,7 @@ checks that need more than one dataclass live in `validate_args`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -431,6 +432,13 @@ class SeqFTConfig(TrainingArguments):
             '("balanced" = negatives / positives). Evaluation loss stays unweighted.'
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "run_ner.py's flag: a training run that does not resume may start in an output_dir holding an "
+            "earlier run's checkpoints or results; they are deleted first. Off: such an output_dir is refused."
+        },
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={
@@ -454,13 +462,41 @@ class SeqFTConfig(TrainingArguments):
         _check(self.distill_hidden_weight >= 0, "distill_hidden_weight", self.distill_hidden_weight, ">= 0")
         _check(self.student_init in ("teacher", "model"), "student_init", self.student_init, "'teacher' or 'model'")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
+        if self.deepspeed and not (
+            self.layer_decay is None and self.head_learning_rate is None and self.loraplus_lr_ratio is None
+        ):
+            from .optim import check_deepspeed_optimizer
+
+            check_deepspeed_optimizer(self.deepspeed)  # before any model loads; the trainer checks again
         super().__post_init__()
+
+
+def _check_model_source(key: str, value: str | None) -> None:
+    """A value that can only be a local path (absolute, ./, ../, ~, or more than one '/') must be a directory;
+    'name' and 'org/name' are Hub ids (or folders of that name), left to `from_pretrained`."""
+    if not value or value.startswith("pkg://") or os.path.isdir(os.path.expanduser(value)):
+        return
+    if os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1 or os.path.exists(value):
+        raise RecipeError(
+            f"'{key}' = {value!r} is not a directory. Give a folder written by save_pretrained (config.json and the "
+            "weights), a pkg://package/path, or a Hub id such as 'bert-base-cased' (offline, only cached models load)."
+        )
 
 
 def validate_args(model_args: ModelArguments, data_args: DataArguments, training_args: SeqFTConfig) -> None:
     """Checks that involve more than one dataclass. Raises RecipeError naming the keys to fix."""
     if not model_args.model_name_or_path:
         raise RecipeError("'model_name_or_path' is required: a Hub id, a local directory or pkg://package/path.")
+    for key, value in (
+        ("model_name_or_path", model_args.model_name_or_path),
+        ("tokenizer_name", model_args.tokenizer_name),
+        ("teacher_model_name_or_path", training_args.teacher_model_name_or_path),
+    ):
+        _check_model_source(key, value)
+    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
+        raise RecipeError(
+            f"'output_dir' = {training_args.output_dir!r} is a file: give a directory (it is created if missing)."
+        )
     has_source = data_args.dataset_name or data_args.train_file or data_args.validation_file or data_args.test_file
     if not has_source:
         raise RecipeError("No data: set 'dataset_name' or 'train_file' (and optionally validation_file/test_file).")

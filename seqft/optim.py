@@ -53,6 +53,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import RecipeError
+
 __all__ = [
     "UnplacedParameterError",
     "check_deepspeed_optimizer",
@@ -108,7 +110,7 @@ _TOP_PATTERNS = (
 _ARCHITECTURES = "BERT, MiniLM, RoBERTa, XLM-R, ELECTRA, DeBERTa (v1-v3), DistilBERT, ALBERT and ModernBERT"
 
 
-class UnplacedParameterError(ValueError):
+class UnplacedParameterError(RecipeError):
     """`get_layer_id` found no depth for a parameter name."""
 
 
@@ -302,7 +304,7 @@ def llrd_param_groups(
 
     if unplaced:
         more = f" and {len(unplaced) - 1} more" if len(unplaced) > 1 else ""
-        raise ValueError(
+        raise UnplacedParameterError(
             f"Layer-wise learning-rate decay cannot place parameter '{unplaced[0]}'{more} of "
             f"{_model_description(model)}: seqft knows the parameter names of {_ARCHITECTURES}. Either override "
             f"`SeqFTTrainer.get_layer_id(name, num_layers)` to return its depth (0 embeddings, 1..{num_layers} "
@@ -366,7 +368,7 @@ def check_deepspeed_optimizer(deepspeed_config: dict | str | os.PathLike | None)
         "scheduler": 'a "scheduler" block makes DeepSpeed set one learning rate on every parameter group, so the '
         "per-layer ratios would be lost at its first step",
     }
-    raise ValueError(
+    raise RecipeError(
         "The DeepSpeed config cannot be used with per-group learning rates (layer_decay, head_learning_rate or "
         "loraplus_lr_ratio): "
         + "; ".join(reasons[key] for key in blocks)

@@ -73,6 +73,9 @@ class SeqFTTrainer(Trainer):
                 return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
 
         super().__init__(model=model, args=args, compute_loss_func=compute_loss_func, **kwargs)
+        if self.is_deepspeed_enabled and self._has_group_rates():
+            # an accelerate config's DeepSpeed file too: its "optimizer" block would bypass create_optimizer
+            optim.check_deepspeed_optimizer(self.accelerator.state.deepspeed_plugin.deepspeed_config)
         if peft_config is not None:
             from .adapters import initialize_from_data
 
@@ -158,13 +161,16 @@ class SeqFTTrainer(Trainer):
         """Override point: depth of a parameter (0 = embeddings, k+1 = block k, num_layers+1 = head/CRF)."""
         return optim.get_layer_id(name, num_layers)
 
-    def create_optimizer(self, model=None):
+    def _has_group_rates(self) -> bool:
         args = self.args
-        if args.layer_decay is None and args.head_learning_rate is None and args.loraplus_lr_ratio is None:
+        return not (args.layer_decay is None and args.head_learning_rate is None and args.loraplus_lr_ratio is None)
+
+    def create_optimizer(self, model=None):
+        if not self._has_group_rates():
             return super().create_optimizer(model)
+        args = self.args
         opt_model = self.model if model is None else model
         if self.optimizer is None:
-            optim.check_deepspeed_optimizer(args.deepspeed)
             groups = optim.llrd_param_groups(
                 opt_model,
                 learning_rate=args.learning_rate,

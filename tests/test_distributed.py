@@ -419,6 +419,26 @@ def test_deepspeed_two_ranks(stage, fixtures, reference):
     assert (out / "checkpoint-2" / "latest").read_text().strip() == "global_step2"  # DeepSpeed's own shards
 
 
+def test_llrd_refuses_a_deepspeed_file_from_the_accelerate_config_with_its_own_optimizer(fixtures):
+    """The recipe's `deepspeed` key is checked at parse time; a file named by an accelerate config (exported as
+    ACCELERATE_DEEPSPEED_CONFIG_FILE) only reaches the Trainer. Its "optimizer" block would bypass create_optimizer
+    and train every parameter at one rate, so the run must stop before the first step."""
+    config = json.loads((fixtures / "ds_zero2.json").read_text())
+    config["optimizer"] = {"type": "AdamW", "params": {"lr": "auto"}}
+    (fixtures / "ds_own_optimizer.json").write_text(json.dumps(config))
+    path = recipe(fixtures, "ds-own-optimizer", ZERO3_EXCLUDED)
+    env = launch_env()
+    env.update(
+        ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_CONFIG_FILE=str(fixtures / "ds_own_optimizer.json")
+    )
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "1", "-m", "seqft.train", path]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "seqft: error: The DeepSpeed config cannot be used with per-group learning rates" in proc.stderr
+    assert '"optimizer" block' in proc.stderr
+    assert not list((fixtures / "ds-own-optimizer").glob("checkpoint-*"))
+
+
 def test_zero3_two_ranks_with_distillation(fixtures, reference):
     """ZeRO-3 with distillation, LoRA and LLRD together: the teacher runs sharded in its own DeepSpeed engine. The
     student is a softmax tagger here, because a CRF student under ZeRO-3 is refused (see ZERO3_EXCLUDED)."""

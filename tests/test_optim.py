@@ -540,6 +540,20 @@ def test_zero3_partitioned_parameters_use_their_full_shape():
     assert any(p is weight for p in decayed)
 
 
+@pytest.mark.parametrize("key", ["layer_decay", "head_learning_rate", "loraplus_lr_ratio"])
+def test_recipe_with_per_group_rates_refuses_a_deepspeed_optimizer_block_at_parse_time(key, tmp_path):
+    from seqft.configs import SeqFTConfig
+    from seqft.errors import RecipeError
+
+    ds = {"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}
+    with pytest.raises(RecipeError, match='"optimizer" block'):
+        SeqFTConfig(output_dir=str(tmp_path), deepspeed=ds, use_cpu=True, **{key: 0.5})
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**ds, "scheduler": {"type": "WarmupLR"}}))
+    with pytest.raises(RecipeError, match='"scheduler" block'):
+        SeqFTConfig(output_dir=str(tmp_path), deepspeed=str(path), use_cpu=True, **{key: 0.5})
+
+
 def test_deepspeed_config_without_optimizer_or_scheduler_passes(tmp_path):
     config = {"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto"}
     check_deepspeed_optimizer(None)
