@@ -23,6 +23,11 @@ What seqft does:
 * `resolve_resume`: the `resume_from_checkpoint` recipe field. `"last"` resumes from the last complete checkpoint
   in `output_dir` (or starts from scratch when there is none), skipping incomplete ones with a warning; an explicit
   path must be complete, or the run stops with the list of what is missing.
+* `refuse_previous_run` / `clear_previous_run`: a new training run (not a resume) in an `output_dir` that holds an earlier run's
+  checkpoints or results is refused, as `run_ner.py` refused it, unless `overwrite_output_dir` is set; then those
+  files are deleted first, so no earlier checkpoint, score or prediction outlives the run that made it (the Trainer
+  merges `all_results.json` with whatever is on disk, and the model card reads `*_results.json`). Only files seqft
+  and the Trainer write by these names are touched.
 """
 
 from __future__ import annotations
@@ -175,6 +180,62 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
             return path
         logger.warning(f"Skipping incomplete checkpoint {path}: {'; '.join(problems)}.")
     return None
+
+
+# What a finished or interrupted run leaves in output_dir that a new run would not overwrite or would merge with
+PREVIOUS_RUN_FILES = (
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "test_results.json",
+    "trainer_state.json",
+    "test_predictions.txt",
+    "test_predictions.jsonl",
+    "test_classification_report.json",
+    "test_confusion_matrix.png",
+)
+PREVIOUS_RUN_DIRS = ("merged",)  # merge_adapter's plain model
+
+
+def previous_run(output_dir: str | os.PathLike) -> list[str]:
+    """Names in `output_dir` written by an earlier run: checkpoints (complete or not) and result files."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = os.listdir(output_dir)
+    found = sorted((n for n in names if _step(n) is not None or n.startswith("tmp-checkpoint-")), key=_step_key)
+    return found + [n for n in (*PREVIOUS_RUN_FILES, *PREVIOUS_RUN_DIRS) if n in names]
+
+
+def _step_key(name: str) -> tuple[int, str]:
+    return (_step(name) or -1, name)
+
+
+def refuse_previous_run(output_dir: str) -> None:
+    """RecipeError when `output_dir` holds an earlier run (see `previous_run`); for a run that does not resume."""
+    found = previous_run(output_dir)
+    if found:
+        raise RecipeError(
+            f"'output_dir' = {output_dir!r} holds an earlier run ({_listing(found)}). Set 'resume_from_checkpoint': "
+            "'last' to continue it, 'overwrite_output_dir': true to delete those files and start afresh, or choose "
+            "another output_dir."
+        )
+
+
+def clear_previous_run(output_dir: str) -> None:
+    """Delete an earlier run's checkpoints and results from `output_dir` (`overwrite_output_dir`); main process."""
+    found = previous_run(output_dir)
+    for name in found:
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if found:
+        logger.warning(f"overwrite_output_dir: deleted the earlier run's {_listing(found)} from {output_dir}.")
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | None:

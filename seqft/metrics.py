@@ -141,6 +141,12 @@ def sequence_metrics(
     return metrics
 
 
+def metric_names(label_names: Sequence[str], scheme: str, entity_level: bool = False) -> list[str]:
+    """The keys `sequence_metrics` returns for data with these labels (every entity type present), e.g. to check
+    `metric_for_best_model` before training rather than at the first evaluation."""
+    return sorted(sequence_metrics([list(label_names)], [list(label_names)], scheme, entity_level))
+
+
 def classification_report_dict(
     true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: str, strict: bool = False
 ) -> dict[str, dict[str, float | int]]:

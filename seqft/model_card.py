@@ -405,7 +405,7 @@ def _data_link(hub_datasets: Sequence[str], dataset_config: str | None, dataset_
 
 
 def _local_data_name(recipe: Mapping[str, Any]) -> str:
-    for key in ("test_file", "validation_file", "train_file"):
+    for key in ("train_file", "validation_file", "test_file"):  # "trained on": the training data first
         if recipe.get(key):
             return os.path.basename(str(recipe[key]).rstrip("/")) or str(recipe[key])
     return "custom data"

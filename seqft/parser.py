@@ -158,6 +158,11 @@ def make_parser() -> HfArgumentParser:
     for action in parser._actions:  # dict fields take a JSON object on the command line, e.g. --peft_config '{..}'
         if action.type is dict:
             action.type = _json_object
+
+    def error(message: str):  # one `seqft: error:` line, not argparse's usage block of every field
+        raise RecipeError(f"{message.rstrip('.')}. `python -m seqft.train --help` lists every flag.")
+
+    parser.error = error
     return parser
 
 

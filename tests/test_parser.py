@@ -80,11 +80,18 @@ def test_unknown_cli_flag_suggests(tmp_path):
         parse_recipe([write(tmp_path, BASE), "--max_seq_len", "128"])
 
 
-def test_bad_cli_value_exits_with_usage(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_recipe([write(tmp_path, BASE), "--learning_rate", "fast"])
-    assert exit_info.value.code == 2
-    assert "invalid float value: 'fast'" in capsys.readouterr().err
+def test_bad_cli_value_is_one_error_line_naming_the_flag(tmp_path, capsys):
+    from seqft.errors import run_cli
+
+    for argv, expected in (
+        (["--learning_rate", "fast"], "--learning_rate/--learning-rate: invalid float value: 'fast'"),
+        (["--peft_config", "{bad"], "--peft_config/--peft-config: not a JSON object"),
+        (["--do_train", "maybe"], "--do_train/--do-train: Truthy value expected"),
+    ):
+        assert run_cli(parse_recipe, [write(tmp_path, BASE), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("seqft: error: argument ") and expected in err, err
+        assert err.count("\n") == 1 and "usage:" not in err and "lists every flag" in err
 
 
 def test_help_lists_every_field_with_help(capsys):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,77 @@ def test_eval_only_uses_the_checkpoint_labels(fixture_dir, tmp_path):
     args = [recipe(fixture_dir, again, model_name_or_path=str(out), do_train=False, do_predict=False)]
     assert main(args) == 0
     assert json.loads((again / "eval_results.json").read_text())["eval_f1"] >= 0.0
+
+
+def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([recipe(fixture_dir, out, save_strategy="steps", save_steps=2)]) == 0
+    (out / "notes.txt").write_text("mine")  # not seqft's: never touched
+    assert (out / "checkpoint-2").is_dir() and (out / "test_results.json").is_file()
+
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, out, do_predict=False)]) == 2  # as run_ner.py refused it
+    err = capsys.readouterr().err
+    assert "holds an earlier run (checkpoint-2, checkpoint-4, all_results.json" in err
+    assert "'resume_from_checkpoint': 'last'" in err and "'overwrite_output_dir': true" in err
+    assert (out / "checkpoint-2").is_dir()
+
+    # replaced: no checkpoint, score or prediction of the first run survives into the second's results or card
+    assert main([recipe(fixture_dir, out, do_predict=False, overwrite_output_dir=True)]) == 0
+    assert not list(out.glob("checkpoint-*"))
+    assert not (out / "test_results.json").exists() and not (out / "test_predictions.txt").exists()
+    assert not any(k.startswith("test_") for k in json.loads((out / "all_results.json").read_text()))
+    assert "test_f1" not in (out / "README.md").read_text().replace("eval_f1", "")
+    assert (out / "notes.txt").read_text() == "mine"
+
+    # resuming continues in place
+    assert main([recipe(fixture_dir, out, resume_from_checkpoint="last")]) == 0
+
+
+def test_metric_for_best_model_is_checked_before_training(fixture_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = dict(eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2, load_best_model_at_end=True)
+    assert main([recipe(fixture_dir, out, metric_for_best_model="strict_f1s", **args)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "'metric_for_best_model' = 'strict_f1s' is not a metric of this evaluation. Did you mean 'strict_f1'?" in err
+    )
+    assert "PER_f1" in err  # entity-level keys, as return_entity_level_metrics gives them
+    assert not out.exists() or not list(out.glob("checkpoint-*"))  # no step was trained
+    assert main([recipe(fixture_dir, out, metric_for_best_model="eval_PER_f1", **args)]) == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model_name_or_path": "/no/such/encoder"}, "'model_name_or_path' = '/no/such/encoder' is not a directory"),
+        ({"tokenizer_name": "./no-such-tokenizer"}, "'tokenizer_name' = './no-such-tokenizer' is not a directory"),
+        ({"output_dir": "FILE"}, "is a file: give a directory"),
+        ({"validation_file": None, "eval_strategy": "steps", "eval_steps": 1}, "there is no validation data"),
+        ({"do_train": False}, "it is a base encoder, whose new head would score at random"),
+    ],
+)
+def test_run_level_mistakes_are_one_clean_error(fixture_dir, tmp_path, capsys, overrides, message):
+    if overrides.get("output_dir") == "FILE":
+        (tmp_path / "a-file").write_text("")
+        overrides = {"output_dir": str(tmp_path / "a-file")}
+    path = recipe(fixture_dir, tmp_path / "run")
+    r = {**json.loads(Path(path).read_text()), **overrides}
+    Path(path).write_text(json.dumps({k: v for k, v in r.items() if v is not None}))
+    assert main([path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqft: error:") and message in err, err
+
+
+def test_evaluation_without_its_split_is_reported(fixture_dir, tmp_path, caplog):
+    path = recipe(fixture_dir, tmp_path / "run", max_steps=1)
+    r = json.loads(Path(path).read_text())
+    del r["validation_file"], r["test_file"]
+    Path(path).write_text(json.dumps(r))
+    with caplog.at_level("WARNING", logger="seqft"):
+        assert main([path]) == 0
+    assert "'do_eval' is set but there is no validation data, so it is skipped" in caplog.text
+    assert "'do_predict' is set but there is no test data, so it is skipped" in caplog.text
 
 
 # --- the loss does not depend on how a batch is split ----------------------------------------------------------
