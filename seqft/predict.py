@@ -117,9 +117,10 @@ def read_lines(path: str) -> list[str]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
+        offset = err.start + len(data) - len(err.object)  # utf-8-sig counts from after a byte-order mark
+        line = data[:offset].count(b"\n") + 1
         raise DataError(
-            f"{name}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); is this a binary file? "
+            f"{name}:{line}: not valid UTF-8 ({err.reason} at byte {offset}); is this a binary file? "
             "Convert text files to UTF-8."
         ) from None
     if not text.strip():

@@ -184,6 +184,7 @@ def test_jsonl_tokens_and_text_rows(model_dir, tmp_path, capsys):
         ("list.jsonl", b'{"text": "a"}\n["a"]\n', "list.jsonl:2: expected a JSON object per line, got list"),
         ("ints.jsonl", b'{"tokens": [1, 2]}\n', "ints.jsonl:1: 'tokens' must be a list of strings"),
         ("latin.txt", b"ok\nfine\ncaf\xe9\n", "latin.txt:3: not valid UTF-8"),
+        ("bom.txt", b"\xef\xbb\xbfok\ncaf\xe9\n", "bom.txt:2: not valid UTF-8 (invalid continuation byte at byte 9)"),
         ("docs.conll", b"-DOCSTART- O\n\n", "docs.conll: no sentences found"),
         ("folder", "dir", "folder: is a directory"),
     ],
