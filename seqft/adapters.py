@@ -38,7 +38,6 @@ import contextlib
 import copy
 import dataclasses
 import difflib
-import enum
 import functools
 import importlib.util
 import inspect
@@ -71,6 +70,7 @@ from torch import nn
 
 from .data import PKG_PREFIX, resolve_path
 from .errors import RecipeError, SeqFTError
+from .parser import describe_type, json_fits
 
 __all__ = [
     "BASE_CONFIG_DIR",
@@ -167,84 +167,11 @@ def _field_types(config_cls) -> dict:
         return {}
 
 
-_JSON_KINDS = {
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    list: "a list",
-    dict: "an object",
-}
-"""What a JSON value is, in a message (bool before int: a bool is an int in Python)."""
-
-
-def _fits(value, annotation) -> bool:
-    """Whether a JSON value can stand for `annotation` (int, float, bool, str, list[...], dict[...], None, unions,
-    Literal (by the type of its members: peft checks the values), enums (by value) and nested config dataclasses (as
-    objects)). Bool is not an int; an int is a float. Anything else is not judged."""
-    if annotation is typing.Any or annotation is object:
-        return True
-    if annotation is type(None):
-        return value is None
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_fits(value, arg) for arg in args)
-    if origin is typing.Literal:
-        return any(_fits(value, kind) for kind in {type(arg) for arg in args})
-    if origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple):
-        if not isinstance(value, (list, tuple, set, frozenset)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:  # JSON has no tuples: a list of that length
-            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
-        return not args or all(_fits(v, args[0]) for v in value)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict) and (len(args) != 2 or all(_fits(v, args[1]) for v in value.values()))
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return isinstance(value, annotation) or any(value == member.value for member in annotation)
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-        return isinstance(value, (annotation, dict))
-    return True
-
-
-def _describe(annotation) -> str:
-    """`annotation` in the words of a JSON recipe: "an integer", "a list of strings or a string or null", ..."""
-    if annotation is type(None):
-        return "null"
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        return " or ".join(dict.fromkeys(_describe(arg) for arg in args))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(json.dumps(arg) for arg in args)
-    if origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple):
-        element = args[0] if args and (origin is not tuple or args[-1] is Ellipsis) else None
-        if element is None:
-            return "a list"
-        inner = _describe(element)
-        plural = {"an integer": "integers", "a number": "numbers", "a string": "strings", "true or false": "booleans"}
-        return f"a list of {plural.get(inner, inner)}"
-    if origin is dict or annotation is dict:
-        return "an object"
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return "one of " + ", ".join(json.dumps(member.value) for member in annotation)
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-        return f"an object ({annotation.__name__} options)"
-    if annotation is bool:
-        return "true or false"
-    return _JSON_KINDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
 def _json_kind(value) -> str:
-    if value is None:
-        return "null"
-    return next((name for kind, name in _JSON_KINDS.items() if isinstance(value, kind)), type(value).__name__)
+    """What a JSON value is, in a message (bool before int: a bool is an int in Python)."""
+    kinds = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    kinds.update({list: "a list", dict: "an object"})
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
 
 
 def _list_element(annotation):
@@ -274,10 +201,10 @@ def _check_option_types(options: dict, config_cls, prefix: str = "peft_config") 
         if key not in annotations:
             continue  # unknown options are reported by name (check_peft_spec) or by the config's constructor
         annotation = annotations[key]
-        if not (value is None and key in default_none) and not _fits(value, annotation):
+        if not (value is None and key in default_none) and not json_fits(value, annotation, strict_values=False):
             element = _list_element(annotation) if isinstance(value, list) else None
             if element is not None:  # a list where a list is expected: name the entry that does not fit
-                index = next((i for i, v in enumerate(value) if not _fits(v, element)), None)
+                index = next((i for i, v in enumerate(value) if not json_fits(v, element, strict_values=False)), None)
                 if index is not None:
                     key, value, annotation = f"{key}[{index}]", value[index], element
             hint = ""
@@ -286,11 +213,15 @@ def _check_option_types(options: dict, config_cls, prefix: str = "peft_config") 
                     parsed = json.loads(value)
                 except ValueError:
                     parsed = None
-                if parsed is not None and not isinstance(parsed, str) and _fits(parsed, annotation):
+                if (
+                    parsed is not None
+                    and not isinstance(parsed, str)
+                    and json_fits(parsed, annotation, strict_values=False)
+                ):
                     hint = f" Write it without quotes: {json.dumps(parsed)}."
             raise RecipeError(
                 f"{prefix}.{key} = {json.dumps(value, default=str)} is {_json_kind(value)}; expected "
-                f"{_describe(annotation)}.{hint}"
+                f"{describe_type(annotation)}.{hint}"
             )
         nested = _nested_config(annotation) if isinstance(value, dict) else None
         if nested is not None:

@@ -40,48 +40,63 @@ def field_types() -> dict[str, object]:
     return hints
 
 
-def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {"an integer": "integers", "a number": "numbers", "a string": "strings", "true or false": "booleans"}
+
+
+def describe_type(tp) -> str:
+    """An annotation in a JSON recipe's words: "an integer", "a list of strings or null", "one of 'no', 'steps'"."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is type(None):
         return "null"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums:  # `IntervalStrategy | str` accepts only the enum's values
-            args = [a for a in args if a is not str]
-        return " or ".join(dict.fromkeys(_describe(a) for a in args))
+        if any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+            args = [a for a in args if a is not str]  # `IntervalStrategy | str` accepts only the enum's values
+        return " or ".join(dict.fromkeys(describe_type(a) for a in args))
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, Sequence):
-        (item,) = typing.get_args(tp) or (object,)
-        return f"a list of {_describe(item)}"
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, set, frozenset, tuple, Sequence) or tp in (list, set, frozenset, tuple):
+        item = args[0] if args and (origin is not tuple or args[-1] is Ellipsis) else None
+        inner = describe_type(item) if item is not None else None
+        return f"a list of {_PLURALS.get(inner, inner)}" if inner else "a list"
     if origin is dict or tp is dict:
         return "a JSON object"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return f"a JSON object ({tp.__name__} options)"
+    return _KINDS.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _matches(value, tp) -> bool:
-    origin = typing.get_origin(tp)
+def json_fits(value, tp, *, strict_values: bool = True) -> bool:
+    """Whether a JSON value can stand for annotation `tp`: a bool is not an int, an int is a float, a list stands for
+    any sequence or set, an object for a dict or a config dataclass. `strict_values=False` checks Literals and
+    `Enum | str` unions by type only, leaving their values to peft (whose Literals name patterns such as
+    "pissa_niter_[number of iters]", and which upper-cases task types)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is typing.Any or tp is object:
         return True
     if tp is type(None):
         return value is None
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
         enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums and isinstance(value, str):  # `IntervalStrategy | str`: the string must be a member
+        if enums and isinstance(value, str) and strict_values:  # `IntervalStrategy | str`: a member's value
             return any(value in {m.value for m in e} for e in enums)
-        return any(_matches(value, a) for a in args)
+        return any(json_fits(value, a, strict_values=strict_values) for a in args)
     if origin is typing.Literal:
-        return value in typing.get_args(tp)
-    if origin in (list, Sequence):
-        (item,) = typing.get_args(tp) or (object,)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
+        return value in args if strict_values else any(isinstance(value, type(a)) for a in args)
+    if origin in (list, set, frozenset, tuple, Sequence) or tp in (list, set, frozenset, tuple):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:  # a fixed-length tuple: a list of that length
+            return len(value) == len(args) and all(
+                json_fits(v, a, strict_values=strict_values) for v, a in zip(value, args)
+            )
+        return not args or all(json_fits(v, args[0], strict_values=strict_values) for v in value)
     if origin is dict or tp is dict:
-        return isinstance(value, dict)
+        return isinstance(value, dict) and (
+            len(args) != 2 or all(json_fits(v, args[1], strict_values=strict_values) for v in value.values())
+        )
     if tp is bool:
         return isinstance(value, bool)
     if tp is int:
@@ -92,6 +107,8 @@ def _matches(value, tp) -> bool:
         return isinstance(value, str)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return value in {m.value for m in tp} or isinstance(value, tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return isinstance(value, (tp, dict))
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True
@@ -140,9 +157,9 @@ def check_recipe(recipe: dict, source: str = "recipe") -> None:
     for key, value in recipe.items():
         if key not in hints:
             raise RecipeError(f"{source}: unknown key '{key}'.{suggest(key, hints)}")
-        if not _matches(value, hints[key]):
+        if not json_fits(value, hints[key]):
             raise RecipeError(
-                f"{source}: '{key}' = {json.dumps(value)} is not valid: expected {_describe(hints[key])}."
+                f"{source}: '{key}' = {json.dumps(value)} is not valid: expected {describe_type(hints[key])}."
             )
 
 

@@ -40,7 +40,7 @@ BAD_RECIPES = [
     ({**BASE, "num_train_epochs": "3"}, "'num_train_epochs' = \"3\" is not valid: expected a number"),
     ({**BASE, "per_device_train_batch_size": 8.5}, "expected an integer"),
     ({**BASE, "eval_strategy": "epochs"}, "expected one of 'no', 'steps', 'epoch'"),
-    ({**BASE, "student_layers": [0, "2"]}, "expected a list of an integer"),
+    ({**BASE, "student_layers": [0, "2"]}, "expected a list of integers"),
     ({**BASE, "peft_config": "lora"}, "expected a JSON object"),
     ({**BASE, "layer_decay": 1.5}, "'layer_decay' = 1.5 is out of range: expected 0 < layer_decay <= 1"),
     ({**BASE, "distill_alpha": -0.1}, "'distill_alpha' = -0.1 is out of range"),
