@@ -902,6 +902,14 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
     base_path = resolve_path(peft_config.base_model_name_or_path)
     if not base_path:
         raise SeqFTError(f"{adapter_file} names no base_model_name_or_path; cannot tell which encoder it adapts.")
+    from .configs import missing_local_path
+
+    if missing_local_path(base_path):
+        raise SeqFTError(
+            f"{adapter_file}: the base model it adapts, {base_path!r}, is not a directory (moved, or a path relative "
+            "to where training ran?). Set base_model_name_or_path there to the encoder's folder or Hub id, or use "
+            "the run's merged/ model, which needs no base."
+        )
     if peft_config.revision is not None:
         from_pretrained_kwargs.setdefault("revision", peft_config.revision)
 

@@ -471,12 +471,16 @@ class SeqFTConfig(TrainingArguments):
         super().__post_init__()
 
 
-def _check_model_source(key: str, value: str | None) -> None:
-    """A value that can only be a local path (absolute, ./, ../, ~, or more than one '/') must be a directory;
-    'name' and 'org/name' are Hub ids (or folders of that name), left to `from_pretrained`."""
+def missing_local_path(value: str | None) -> bool:
+    """Whether `value` can only be a local path (absolute, ./, ../, ~, more than one '/', or a file) and is no
+    directory. 'name' and 'org/name' are Hub ids (or folders of that name), left to `from_pretrained`."""
     if not value or value.startswith("pkg://") or os.path.isdir(os.path.expanduser(value)):
-        return
-    if os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1 or os.path.exists(value):
+        return False
+    return os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1 or os.path.exists(value)
+
+
+def _check_model_source(key: str, value: str | None) -> None:
+    if missing_local_path(value):
         raise RecipeError(
             f"'{key}' = {value!r} is not a directory. Give a folder written by save_pretrained (config.json and the "
             "weights), a pkg://package/path, or a Hub id such as 'bert-base-cased' (offline, only cached models load)."

@@ -28,9 +28,13 @@ from .errors import DataError
 logger = logging.getLogger(__name__)
 
 PKG_PREFIX = "pkg://"
-CONLL_SUFFIXES = {".txt", ".conll", ".conllu", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv", ""}
+CONLL_SUFFIXES = {".txt", ".conll", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv", ""}
 # Files with one sentence per row (JSON, JSON Lines, CSV); every other file is read as CoNLL columns.
 RECORD_SUFFIXES = (".json", ".jsonl", ".csv")
+CONLLU_NOT_READ = (
+    "CoNLL-U (.conllu) is not read: its first column is a word index, and comment lines start with #. Write one "
+    "word and its tag per line (e.g. the FORM and UPOS columns)."
+)
 SPLITS = ("train", "validation", "test")
 
 
@@ -295,6 +299,8 @@ def read_file(path: str, data_args) -> dict[str, list]:
     if os.path.getsize(path) == 0:
         raise DataError(f"{spec}: the file is empty.")
     suffix = Path(path).suffix.lower()
+    if suffix == ".conllu":
+        raise DataError(f"{spec}: {CONLLU_NOT_READ}")
     if suffix in RECORD_SUFFIXES:
         records = read_csv(path) if suffix == ".csv" else read_json(path)
         return read_records(path, records, data_args.text_column_name, data_args.label_column_name)
@@ -521,9 +527,25 @@ def check_pretokenized(tokenizer) -> None:
         )
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+)
+
+
 def load_tokenizer(name_or_path: str, **kwargs):
     from transformers import AutoTokenizer
 
+    if os.path.isdir(name_or_path) and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_FILES):
+        # transformers would build an empty vocabulary here: every word [UNK], every tag O, no error
+        raise DataError(
+            f"{name_or_path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...). Save the tokenizer there "
+            "(tokenizer.save_pretrained), or name a folder or Hub id that has one ('tokenizer_name')."
+        )
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise DataError(f"{name_or_path}: seqft needs a fast tokenizer (word alignment); none could be loaded.")

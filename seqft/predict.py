@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "conll")
 INPUT_FORMATS = ("auto", "text", "conll", "jsonl")
-CONLL_SUFFIXES = {".conll", ".conllu", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv"}
+CONLL_SUFFIXES = {".conll", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv"}
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 STDIN = "<stdin>"
 CHUNK = 2048  # documents encoded at a time (every window of a document is merged within its chunk)
@@ -125,7 +125,12 @@ def read_lines(path: str) -> list[str]:
         ) from None
     if not text.strip():
         raise DataError(f"{name}: the input is empty (no text to label).")
-    return text.splitlines()
+    # only \n (or \r\n) ends a line: str.splitlines would also split at U+2028, form feeds, ... which JSON strings
+    # and texts may hold
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def parse_text(lines: Sequence[str], name: str) -> list[Document]:
@@ -140,8 +145,10 @@ def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
     def flush():
         nonlocal rows
         if rows:
-            documents.append(
-                Document.from_words([r[0] for r in rows], doc_id=doc_id, source=f"{name}:{start}", columns=rows)
+            documents.append(  # documents of different files never share context
+                Document.from_words(
+                    [r[0] for r in rows], doc_id=(name, doc_id), source=f"{name}:{start}", columns=rows
+                )
             )
         rows = []
 
@@ -176,7 +183,7 @@ def parse_jsonl(lines: Sequence[str], name: str) -> list[Document]:
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object per line, got {type(row).__name__}.")
         extra = {k: v for k, v in row.items() if k not in ("tokens", "text")}
-        doc_id = row["doc_id"] if isinstance(row.get("doc_id"), int) else where
+        doc_id = (name, row["doc_id"]) if isinstance(row.get("doc_id"), int) else where
         if "tokens" in row:
             tokens = row["tokens"]
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
@@ -197,6 +204,10 @@ def parse_jsonl(lines: Sequence[str], name: str) -> list[Document]:
 def sniff_format(path: str, lines: Sequence[str], labels: Iterable[str] = ()) -> str:
     """`jsonl`, `conll` or `text`, from the suffix, else from the first lines."""
     suffix = Path(path).suffix.lower() if path != "-" else ""
+    if suffix == ".conllu":
+        from .data import CONLLU_NOT_READ
+
+        raise DataError(f"{path}: {CONLLU_NOT_READ}")
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
     if suffix in CONLL_SUFFIXES or suffix.startswith((".test", ".train", ".dev", ".val")):
@@ -239,17 +250,59 @@ def saved_labels(model_dir: str) -> list[str]:
 # Model
 
 
-def load_model(model_dir: str, **kwargs):
-    """A token-classification model from a directory: full checkpoints, or adapter-only ones (seqft.adapters)."""
+def load_model(model_dir: str, auto_cls=None, **kwargs):
+    """A model from a directory (`auto_cls`, default `AutoModelForTokenClassification`): full checkpoints, or
+    adapter-only ones (seqft.adapters). A folder that does not load is a SeqFTError naming it."""
     from transformers import AutoModelForTokenClassification
 
     from . import modeling  # noqa: F401  (registers the CRF model with the Auto classes)
 
-    if check_model_dir(model_dir) == "adapter":
-        from .adapters import load_adapter_model
+    kind = check_model_dir(model_dir)
+    try:
+        if kind == "adapter":
+            from .adapters import load_adapter_model
 
-        return load_adapter_model(model_dir, **kwargs)
-    return AutoModelForTokenClassification.from_pretrained(model_dir, **kwargs)
+            model = load_adapter_model(model_dir, **kwargs)
+        else:
+            model = (auto_cls or AutoModelForTokenClassification).from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError) as err:  # no weights, a broken config.json, ...
+        if isinstance(err, SeqFTError):
+            raise
+        raise SeqFTError(f"{model_dir}: the model does not load: {str(err).splitlines()[0]}") from None
+    names = [str(model.config.id2label[k]) for k in sorted(model.config.id2label, key=int)]
+    if all(re.fullmatch(r"LABEL_\d+", name) for name in names):
+        raise SeqFTError(
+            f"{model_dir}: the model has no label names (LABEL_0, LABEL_1, ...): it is a base encoder, whose head "
+            "would tag at random. Fine-tune it first (python -m seqft.train), then predict with its output folder."
+        )
+    return model
+
+
+def resolve_device(device: str | None):
+    """A torch device from `--device` (default: cuda when available), or a SeqFTError saying what is usable."""
+    import torch
+
+    usable = "cpu" + (", cuda, cuda:N" if torch.cuda.is_available() else "")
+    try:
+        resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SeqFTError(f"device {device!r} is not a device: expected one of {usable}.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SeqFTError(f"device {device!r}: this torch has no CUDA device; use one of {usable}.")
+    return resolved
+
+
+def prepare_output(path: str) -> None:
+    """Before any model loads: `-o` must be writable; missing parent folders are created."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise SeqFTError(f"-o {path}: is a directory; name a file.")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise SeqFTError(f"-o {path}: cannot create its folder ({err.strerror or err}).") from None
 
 
 def check_model_dir(model_dir: str) -> str:
@@ -335,7 +388,6 @@ class Predictor:
         tokenizer=None,
         **from_pretrained_kwargs,
     ):
-        import torch
 
         from . import data as seqdata
 
@@ -344,8 +396,15 @@ class Predictor:
             raise SeqFTError(f"batch_size = {batch_size}: expected an integer >= 1.")
         self.model_dir = model_dir
         self.recipe = read_recipe(model_dir)
+        self.device = resolve_device(device)
+        from . import seqcls
+
+        if model is None and seqcls.is_sequence_classifier_dir(model_dir):
+            raise SeqFTError(
+                f"{model_dir}: a sequence classifier (one label per text); use seqft.seqcls.TextClassifier, or "
+                "python -m seqft.predict, which picks it."
+            )
         self.model = model if model is not None else load_model(model_dir, **from_pretrained_kwargs)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.tokenizer = tokenizer if tokenizer is not None else seqdata.load_tokenizer(model_dir)
         self.batch_size = batch_size
@@ -429,6 +488,13 @@ class Predictor:
                     parts.append((example, index[positions], context, logits[w][positions]))
                 merged = windows.merge(parts, {i: len(sentences[i]) for i in indices})
                 results.extend(self._finish(documents[i], *merged[i]) for i in indices)
+        cut = [(r.document.source, r.scores.count(None)) for r in results if None in r.scores]
+        if cut:
+            logger.warning(
+                f"{sum(n for _, n in cut)} words of {len(cut)} texts lie beyond max_seq_length ({self.max_length} "
+                f"tokens) and truncate_long_sentences is on: they are tagged O, with no score (first: {cut[0][0]}). "
+                "Give a stride (--stride N) to label them in overlapping windows."
+            )
         return results
 
     def _run(self, encoded: dict, bar) -> list[np.ndarray]:
@@ -527,6 +593,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the number of texts labelled. Inputs are read and checked before the model loads."""
     args = build_parser().parse_args(argv)
     check_model_dir(args.model_dir)
+    prepare_output(args.output)
     from . import seqcls
 
     if seqcls.is_sequence_classifier_dir(args.model_dir):  # a label (or several) per text: seqft/seqcls.py

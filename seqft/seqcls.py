@@ -769,22 +769,18 @@ class TextClassifier:
     in training (`max_seq_length` from the model's `seqft_recipe.json`, the tokenizer's `truncation_side`)."""
 
     def __init__(self, model_dir, *, device=None, batch_size: int = 32, max_seq_length: int | None = None, **kwargs):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        from .predict import check_model_dir, position_limit, read_recipe
+        from . import data as seqdata
+        from .predict import load_model, position_limit, read_recipe, resolve_device
 
         model_dir = os.fspath(model_dir)
         if batch_size < 1:
             raise SeqFTError(f"batch_size = {batch_size}: expected an integer >= 1.")
-        if check_model_dir(model_dir) == "adapter":
-            from .adapters import load_adapter_model
-
-            self.model = load_adapter_model(model_dir, **kwargs)
-        else:
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
+        self.model = load_model(model_dir, AutoModelForSequenceClassification, **kwargs)
         self.model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = seqdata.load_tokenizer(model_dir)
         self.batch_size = batch_size
         config = self.model.config
         self.labels = [str(config.id2label[k]) for k in sorted(config.id2label, key=int)]
@@ -804,8 +800,12 @@ class TextClassifier:
         texts = list(texts)
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise DataError(f"{len(texts)} texts but {len(text_pairs)} text pairs.")
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         results: list[dict | None] = [None] * len(texts)
+        blank = [i for i, text in enumerate(texts) if not text.strip()]
+        for i in blank:  # nothing to classify: no label, and the output stays aligned with the input
+            results[i] = {"label": None, "score": None}
+        order = sorted(set(range(len(texts))) - set(blank), key=lambda i: -len(texts[i]))
+        self._report_truncation(texts, text_pairs, order)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             args = [[texts[i] for i in batch]]
@@ -820,6 +820,20 @@ class TextClassifier:
             for row, i in enumerate(batch):
                 results[i] = self._result(probs[row])
         return results
+
+    def _report_truncation(self, texts, text_pairs, indices) -> None:
+        """Log how many texts are longer than `max_seq_length` (cut, as in training). A token spans at least one
+        character, so only texts (with their pair) longer than that many characters are tokenised to check."""
+        long = [i for i in indices if len(texts[i]) + len(text_pairs[i] if text_pairs else "") > self.max_length - 3]
+        cut = 0
+        for i in long:
+            pair = [text_pairs[i]] if text_pairs is not None else []
+            cut += len(self.tokenizer(texts[i], *pair, truncation=False)["input_ids"]) > self.max_length
+        if cut:
+            logger.warning(
+                f"{cut} of {len(texts)} texts are longer than max_seq_length ({self.max_length} tokens) and were cut "
+                f"on the {self.tokenizer.truncation_side} (truncation_side), as in training."
+            )
 
     def _result(self, probs: np.ndarray) -> dict:
         top = int(probs.argmax())

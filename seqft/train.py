@@ -206,6 +206,9 @@ def run(argv=None) -> dict:
     if model_args.trust_remote_code:
         load_kwargs["trust_remote_code"] = True
     model_path = seqdata.resolve_path(model_args.model_name_or_path)
+    if os.path.isdir(model_path) and not os.path.isabs(model_path):
+        # the adapter config and the card record where the base came from: valid from any working directory
+        model_path = model_args.model_name_or_path = os.path.abspath(model_path)
 
     seq_cls = data_args.task == seqcls.TASK  # sequence classification: seqft/seqcls.py at each data/model step
     raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(

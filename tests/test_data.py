@@ -472,3 +472,15 @@ def test_setup_benchmark_runs_end_to_end_on_tiny_files(tmp_path):
     assert (
         (tmp_path / "setup.md").read_text().startswith("| arm | wall s, median | vs run_ner, median of round ratios |")
     )
+
+
+def test_conllu_and_a_folder_without_tokenizer_files_are_errors(tmp_path):
+    path = tmp_path / "ud.conllu"
+    path.write_text("# sent_id = 1\n1\tJohn\tjohn\tPROPN\n")
+    with pytest.raises(DataError, match="CoNLL-U .* is not read: its first column is a word index"):
+        seqdata.read_file(str(path), SimpleNamespace(conll_label_column=-1))
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    assert seqdata.load_tokenizer(str(tmp_path / "tok")).is_fast
+    (tmp_path / "empty").mkdir()  # transformers would build an empty vocabulary: every word [UNK]
+    with pytest.raises(DataError, match="empty: no tokenizer files"):
+        seqdata.load_tokenizer(str(tmp_path / "empty"))

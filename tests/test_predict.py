@@ -210,6 +210,74 @@ def test_bad_model_dir_and_bad_python_inputs(model_dir, tmp_path, capsys):
         Predictor(model_dir).predict(["fine", 3])
 
 
+def test_only_newlines_end_a_line(model_dir, tmp_path, capsys):
+    # U+2028, form feeds, ... may stand inside a JSON string or a text; str.splitlines split there
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps({"text": "john smith\u2028lives in paris ."}, ensure_ascii=False) + "\n")
+    code, out, err = run_cli([str(model_dir), str(path), "-o", str(tmp_path / "once.jsonl")], capsys)
+    assert code == 0, err
+    code, out, err = run_cli([str(model_dir), str(tmp_path / "once.jsonl")], capsys)  # its own output, read back
+    assert code == 0, err
+    assert len(out.rstrip("\n").split("\n")) == 1 and json.loads(out)["tokens"][:2] == ["john", "smith"]
+    text = tmp_path / "texts.txt"
+    text.write_text("john\x0csmith lives\r\nin paris\u2028today\n")
+    code, out, err = run_cli([str(model_dir), str(text)], capsys)
+    assert [json.loads(line)["source"] for line in out.rstrip("\n").split("\n")] == [f"{text}:1", f"{text}:2"]
+
+
+def test_documents_of_two_files_share_no_context(tmp_path):
+    from seqft.predict import parse_input
+
+    first = write_conll(tmp_path / "a.conll", SENTENCES[:2])
+    second = write_conll(tmp_path / "b.conll", SENTENCES[2:4])
+    docs = [d for path in (first, second) for d in parse_input(str(path), path.read_text().splitlines())]
+    assert docs[0].doc_id == docs[1].doc_id != docs[2].doc_id == docs[3].doc_id
+
+
+def test_output_device_and_model_mistakes_fail_before_any_work(model_dir, tmp_path, capsys):
+    texts = tmp_path / "t.txt"
+    texts.write_text(TEXTS[0] + "\n")
+    code, _, err = run_cli([str(model_dir), str(texts), "-o", str(tmp_path / "new" / "dir" / "out.jsonl")], capsys)
+    assert code == 0 and (tmp_path / "new" / "dir" / "out.jsonl").read_text().count("\n") == 1, err
+    for argv, message in (
+        (["-o", str(tmp_path)], "is a directory; name a file"),
+        (["--device", "bogus"], "device 'bogus' is not a device: expected one of cpu"),
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "bogus"], "device"),
+    ):
+        code, _, err = run_cli([str(model_dir), str(texts), *argv], capsys)
+        assert code == 2 and err.startswith("seqft: error: ") and message in err, err
+
+    broken = tmp_path / "broken"  # a config and a tokenizer, no weights
+    shutil.copytree(model_dir, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.unlink()
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(model_dir, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    base = save_tiny_bert(tmp_path / "base")  # an encoder never fine-tuned: LABEL_0, LABEL_1, ...
+    for folder, message in (
+        (broken, "broken: the model does not load"),
+        (no_tokenizer, "no-tokenizer: no tokenizer files"),
+        (base, "base: the model has no label names (LABEL_0, LABEL_1, ...)"),
+    ):
+        code, _, err = run_cli([str(folder), str(texts)], capsys)
+        assert code == 2 and err.startswith("seqft: error: ") and message in err, err
+
+    conllu = tmp_path / "ud.conllu"
+    conllu.write_text("# sent_id = 1\n1\tJohn\tjohn\tPROPN\n")
+    code, _, err = run_cli([str(model_dir), str(conllu)], capsys)
+    assert code == 2 and "CoNLL-U (.conllu) is not read" in err
+
+
+def test_words_cut_by_truncation_are_reported(model_dir, caplog):
+    predictor = Predictor(model_dir, max_seq_length=8, truncate_long_sentences=True)
+    with caplog.at_level("WARNING"):
+        (prediction,) = predictor.predict_documents([Document.from_words(["john"] * 20, doc_id=0, source="s:1")])
+    assert prediction.scores.count(None) == 14 and prediction.tags[6:] == ["O"] * 14
+    assert "14 words of 1 texts lie beyond max_seq_length (8 tokens)" in caplog.text and "(first: s:1)" in caplog.text
+
+
 # --- train -> predict: the CLI reproduces training's test predictions, windows and context included ---------------
 
 
@@ -282,3 +350,19 @@ def test_adapter_only_and_merged_crf_checkpoints_predict_like_training(data_dir,
         assert tags == expected, model_dir
         assert windows.is_valid([LABELS.index(t) for t in tags[13:53]], predictor.constraints)
     assert not np.isnan(json.loads((out / "test_results.json").read_text())["test_f1"])
+
+
+def test_an_adapter_records_its_base_folder_absolutely_and_names_it_when_moved(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    shutil.copytree(data_dir / "encoder", tmp_path / "enc")
+    monkeypatch.chdir(tmp_path)  # the recipe names the encoder relative to here
+    lora = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+    out = train_run(data_dir, tmp_path / "lora", model_name_or_path="enc", do_predict=False, peft_config=lora)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "enc")
+    monkeypatch.chdir(out)  # predicting from elsewhere finds the base
+    code, _, err = run_cli([str(out), "-"], capsys, stdin="john smith\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    shutil.move(tmp_path / "enc", tmp_path / "moved")
+    code, _, err = run_cli([str(out), "-"], capsys, stdin="john smith\n", monkeypatch=monkeypatch)
+    assert code == 2 and f"the base model it adapts, '{tmp_path / 'enc'}', is not a directory" in err, err

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from seqft import DataArguments, SeqFTConfig, SeqFTTrainer, seqcls
-from seqft.errors import DataError, RecipeError
+from seqft.errors import DataError, RecipeError, SeqFTError
 from seqft.parser import parse_recipe
 from seqft.predict import main as predict_main
 from seqft.train import main
@@ -292,6 +292,25 @@ def test_predict_cli(trained, tmp_path, capsys):
     assert row["id"] == 7 and row["source"].endswith("in.jsonl:1")
     assert predict_main([str(trained), str(tmp_path / "in.txt"), "--format", "conll"]) == 2
     assert "a sequence classifier writes JSON Lines" in capsys.readouterr().err
+
+
+def test_predict_blank_texts_long_texts_and_the_token_predictor(trained, tmp_path, capsys, caplog):
+    (tmp_path / "in.txt").write_text("berlin is a city\n\n" + "acme corp works " * 200 + "\n")
+    with caplog.at_level("WARNING"):
+        assert predict_main([str(trained), str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and rows[1] == {
+        "source": f"{tmp_path / 'in.txt'}:2",
+        "text": "",
+        "label": None,
+        "score": None,
+    }
+    assert rows[0]["label"] in CLASSES and rows[2]["label"] in CLASSES
+    assert "1 of 3 texts are longer than max_seq_length" in caplog.text
+    from seqft.predict import Predictor
+
+    with pytest.raises(SeqFTError, match="a sequence classifier .* use seqft.seqcls.TextClassifier"):
+        Predictor(trained)
 
 
 # --- multi-label, pairs, truncation -----------------------------------------------------------------------------
