@@ -23,6 +23,12 @@ What seqft does:
 * `resolve_resume`: the `resume_from_checkpoint` recipe field. `"last"` resumes from the last complete checkpoint
   in `output_dir` (or starts from scratch when there is none), skipping incomplete ones with a warning; an explicit
   path must be complete, or the run stops with the list of what is missing.
+* `check_resume`: each checkpoint keeps the run's resolved recipe (`seqft_recipe.json`, with the number of
+  processes). Resuming with other settings (a learning rate, an adapter option, the labels' data, the global batch,
+  ...) is refused, naming each: the stock Trainer restores the old optimizer and scheduler state under the new
+  recipe without a word (a new learning rate is ignored, a new `lora_alpha` rescales trained weights) or fails
+  with a bare traceback when shapes differ. What only steers the rest of the run or its outputs (`max_steps`,
+  `num_train_epochs`, logging, evaluation, saving) may change.
 * `refuse_previous_run` / `clear_previous_run`: a new training run (not a resume) in an `output_dir` that holds an earlier run's
   checkpoints or results is refused, as `run_ner.py` refused it, unless `overwrite_output_dir` is set; then those
   files are deleted first, so no earlier checkpoint, score or prediction outlives the run that made it (the Trainer
@@ -238,6 +244,82 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
+RECIPE_FILE = "seqft_recipe.json"
+# Recipe keys a resumed run may change: how long it goes on, what it logs, evaluates, saves and pushes, where
+# its outputs go. The global batch is compared as a whole (per device x accumulation x processes).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "do_train", "do_eval", "do_predict",
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "per_device_eval_batch_size", "eval_accumulation_steps", "eval_strategy", "eval_steps", "eval_delay",
+        "eval_on_start", "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics",
+        "prediction_loss_only", "include_for_metrics", "validation_file", "test_file", "max_eval_samples",
+        "max_predict_samples", "return_entity_level_metrics", "logging_strategy", "logging_steps",
+        "logging_first_step", "logging_nan_inf_filter", "report_to", "run_name", "project", "trackio_space_id",
+        "trackio_bucket_id", "trackio_static_space_id", "disable_tqdm", "log_level", "log_level_replica",
+        "log_on_each_node", "skip_memory_metrics", "save_strategy", "save_steps", "save_total_limit",
+        "save_only_model", "save_on_each_node", "enable_jit_checkpoint", "load_best_model_at_end",
+        "metric_for_best_model", "greater_is_better", "push_to_hub", "hub_model_id", "hub_strategy",
+        "hub_private_repo", "hub_always_push", "hub_revision", "dataloader_num_workers", "dataloader_prefetch_factor",
+        "dataloader_persistent_workers", "dataloader_pin_memory", "preprocessing_num_workers", "overwrite_cache",
+        "cache_dir", "use_cpu", "local_rank", "ddp_timeout", "ddp_backend", "precompute_teacher",
+        "merge_adapter", "torch_empty_cache_steps",
+    }
+)  # fmt: skip
+
+
+def save_recipe_with(checkpoint: str, output_dir: str, world_size: int) -> None:
+    """Copy the run's resolved recipe into a checkpoint, with the number of processes that trained it."""
+    source = os.path.join(output_dir, RECIPE_FILE)
+    if not os.path.isfile(source):  # a Trainer used without seqft.train: nothing to record
+        return
+    with open(source, encoding="utf-8") as fh:
+        record = json.load(fh)
+    record["world_size"] = world_size
+    with open(os.path.join(checkpoint, RECIPE_FILE), "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)
+
+
+def check_resume(checkpoint: str, record: dict, world_size: int) -> None:
+    """RecipeError when `record` (this run's resolved recipe) differs from the one `checkpoint` was trained with
+    in anything but `RESUME_MAY_CHANGE`, in the global batch, or in the training data. A checkpoint without a
+    recorded recipe (written by another tool or an older seqft) is not compared."""
+    path = os.path.join(checkpoint, RECIPE_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fh:
+        saved = json.load(fh)
+    then, now = saved.get("recipe", {}), record["recipe"]
+    changes = [
+        f"{key}: {json.dumps(then[key])} there, {json.dumps(now[key])} here"
+        for key in sorted(then.keys() & now.keys() - RESUME_MAY_CHANGE)
+        if then[key] != now[key]
+    ]
+
+    def global_batch(recipe: dict, processes: int) -> int:
+        return recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] * processes
+
+    processes = saved.get("world_size", world_size)
+    if {"per_device_train_batch_size", "gradient_accumulation_steps"} <= then.keys() and global_batch(
+        then, processes
+    ) != global_batch(now, world_size):
+        changes.append(
+            f"the global batch (per device x accumulation x processes): {then['per_device_train_batch_size']} x "
+            f"{then['gradient_accumulation_steps']} x {processes} there, {now['per_device_train_batch_size']} x "
+            f"{now['gradient_accumulation_steps']} x {world_size} here"
+        )
+    trained_on = saved.get("data_files", {}).get("train", {}).get("sha256")
+    if trained_on and trained_on != record.get("data_files", {}).get("train", {}).get("sha256"):
+        changes.append("the training file's contents (sha256)")
+    if changes:
+        raise RecipeError(
+            f"'resume_from_checkpoint': {checkpoint} was trained with other settings; resuming would restore its "
+            f"optimizer and schedule under this recipe. Changed: {'; '.join(changes)}. Restore those values to "
+            "resume, or start afresh ('overwrite_output_dir': true, or another output_dir). Only how long the run "
+            "goes on, logging, evaluation, saving and outputs may change on resume."
+        )
+
+
 def resolve_resume(value: str | None, output_dir: str) -> str | None:
     """The `resume_from_checkpoint` recipe value -> the checkpoint directory to resume from (None: from scratch).
 
@@ -322,6 +404,8 @@ def save_atomically(trainer, save, run_dir: str) -> str:
         if args.should_save:
             trainer.state.save_to_json(os.path.join(staged, "trainer_state.json"))
 
+    if args.should_save and os.path.isdir(staged):  # what a resume must match (check_resume)
+        save_recipe_with(staged, args.output_dir, args.world_size)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _commit(staging_root, final)

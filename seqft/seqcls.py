@@ -214,7 +214,13 @@ def normalise_records(records: Sequence[tuple[str, dict]], path: str, data_args)
             if column not in row:
                 raise DataError(f"{location}: the row has no column '{column}' (its keys: {', '.join(row)}).")
         parts = [_text(row[column], location, column) for column in texts]
-        out["text"].append(data_args.text_separator.join(part for part in parts if part))
+        text = data_args.text_separator.join(part for part in parts if part)
+        if not text.strip():  # nothing to classify: a data bug, not a training example
+            raise DataError(
+                f"{location}: the text is empty ({', '.join(repr(c) for c in texts)} null or blank). Remove the row "
+                "or fill in its text."
+            )
+        out["text"].append(text)
         if pair:
             out["text_pair"].append(_text(row[pair], location, pair))
         out["label"].append(row[label])

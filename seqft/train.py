@@ -41,8 +41,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def write_resolved_recipe(model_args, data_args, training_args) -> str:
-    """output_dir/seqft_recipe.json: every field's value (no secrets), versions, data fingerprints."""
+def resolved_record(model_args, data_args, training_args) -> dict:
+    """Every field's value (no secrets), versions, data fingerprints: what seqft_recipe.json holds."""
     files = {}
     for split, spec in (
         ("train", data_args.train_file),
@@ -52,11 +52,16 @@ def write_resolved_recipe(model_args, data_args, training_args) -> str:
     ):
         if spec:
             files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}
-    record = {
+    return {
         "recipe": resolved_recipe(model_args, data_args, training_args),
         "versions": library_versions(),
         "data_files": files,
     }
+
+
+def write_resolved_recipe(model_args, data_args, training_args) -> str:
+    """output_dir/seqft_recipe.json (`resolved_record`)."""
+    record = resolved_record(model_args, data_args, training_args)
     os.makedirs(training_args.output_dir, exist_ok=True)
     path = os.path.join(training_args.output_dir, "seqft_recipe.json")
     with open(path, "w", encoding="utf-8") as fh:
@@ -209,6 +214,10 @@ def run(argv=None) -> dict:
     if os.path.isdir(model_path) and not os.path.isabs(model_path):
         # the adapter config and the card record where the base came from: valid from any working directory
         model_path = model_args.model_name_or_path = os.path.abspath(model_path)
+    if resume:  # the checkpoint's recipe: only how long the run goes on and its outputs may differ
+        checkpoints.check_resume(
+            resume, resolved_record(model_args, data_args, training_args), training_args.world_size
+        )
 
     seq_cls = data_args.task == seqcls.TASK  # sequence classification: seqft/seqcls.py at each data/model step
     raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(
@@ -235,6 +244,13 @@ def run(argv=None) -> dict:
     teacher = None  # distillation: the student learns the teacher's label list, in its order
     if training_args.teacher_model_name_or_path and training_args.do_train:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
+        if seqcls.is_sequence_classifier(teacher) != seq_cls:
+            kinds = {True: "a sequence classifier (one label per text)", False: "a token tagger (a label per word)"}
+            raise RecipeError(
+                f"'teacher_model_name_or_path' = {training_args.teacher_model_name_or_path!r} is "
+                f"{kinds[not seq_cls]}, but task '{data_args.task}' trains {kinds[seq_cls]}: distil from a teacher "
+                "fine-tuned for the same task."
+            )
         fixed_labels = distill.label_names(teacher)
         distill.check_teacher_labels(teacher, raw)  # before prepare_labels, whose advice is for training data
     student_from_teacher = teacher is not None and training_args.student_layers is not None

@@ -313,6 +313,25 @@ def test_predict_blank_texts_long_texts_and_the_token_predictor(trained, tmp_pat
         Predictor(trained)
 
 
+def test_empty_texts_and_a_teacher_of_the_other_task_are_errors(root, trained, tmp_path, capsys):
+    rows = [{"text": "berlin is a city", "label": "World"}, {"text": None, "label": "World"}]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = data_args(train_file=str(tmp_path / "t.jsonl"), text_column_name="text", label_column_name="label")
+    with pytest.raises(DataError, match=r"t.jsonl:2: the text is empty \('text' null or blank\)"):
+        seqcls.load_raw_splits(args, seed=0)
+
+    from helpers import write_conll
+
+    token = {"model_name_or_path": str(root / "encoder"), "train_file": str(write_conll(tmp_path / "ner.txt")),
+             "output_dir": str(tmp_path / "out"), "teacher_model_name_or_path": str(trained), "max_steps": 1,
+             "use_cpu": True, "report_to": "none", "do_train": True}  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(token))
+    capsys.readouterr()
+    assert main([str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "is a sequence classifier (one label per text), but task 'token-classification' trains a token" in err
+
+
 # --- multi-label, pairs, truncation -----------------------------------------------------------------------------
 
 

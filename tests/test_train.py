@@ -20,6 +20,7 @@ from transformers import (
 
 from seqft import SeqFTConfig, SeqFTTrainer
 from seqft import data as seqdata
+from seqft.errors import RecipeError
 from seqft.train import main
 
 
@@ -131,6 +132,42 @@ def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_pa
 
     # resuming continues in place
     assert main([recipe(fixture_dir, out, resume_from_checkpoint="last")]) == 0
+
+
+def test_resume_refuses_other_settings_and_allows_a_longer_run(fixture_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = dict(max_steps=2, save_strategy="steps", save_steps=2, do_eval=False, do_predict=False)
+    assert main([recipe(fixture_dir, out, **first)]) == 0
+    saved = json.loads((out / "checkpoint-2" / "seqft_recipe.json").read_text())
+    assert saved["world_size"] == 1 and saved["recipe"]["learning_rate"] == 1e-3
+    resume = dict(first, resume_from_checkpoint="last", max_steps=4)
+    capsys.readouterr()
+    for overrides, message in (
+        ({"learning_rate": 0.5}, "learning_rate: 0.001 there, 0.5 here"),
+        ({"use_crf": True, "layer_decay": 0.9}, "layer_decay: null there, 0.9 here; use_crf: false there, true here"),
+        ({"gradient_accumulation_steps": 2}, "the global batch (per device x accumulation x processes): 4 x 1 x 1"),
+        ({"train_file": str(fixture_dir / "dev.txt")}, "the training file's contents (sha256)"),
+    ):
+        assert main([recipe(fixture_dir, out, **{**resume, **overrides})]) == 2
+        err = capsys.readouterr().err
+        assert f"'resume_from_checkpoint': {out / 'checkpoint-2'} was trained with other settings" in err, err
+        assert message in err, err
+    # the same global batch split otherwise, a longer run, other logging and outputs: resumed
+    again = dict(resume, per_device_train_batch_size=2, gradient_accumulation_steps=2, logging_steps=1, do_eval=True)
+    assert main([recipe(fixture_dir, out, **again)]) == 0
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def test_resume_on_another_number_of_processes_is_refused(tmp_path):
+    from seqft import checkpoints
+
+    record = {"recipe": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "seed": 1}}
+    (tmp_path / "seqft_recipe.json").write_text(json.dumps({**record, "world_size": 2}))
+    checkpoints.check_resume(str(tmp_path), record, world_size=2)
+    with pytest.raises(RecipeError, match=r"8 x 1 x 2 there, 8 x 1 x 1 here"):
+        checkpoints.check_resume(str(tmp_path), record, world_size=1)
+    record_16 = {"recipe": {**record["recipe"], "per_device_train_batch_size": 16}}
+    checkpoints.check_resume(str(tmp_path), record_16, world_size=1)  # the same 16 sentences a step
 
 
 def test_metric_for_best_model_is_checked_before_training(fixture_dir, tmp_path, capsys):
