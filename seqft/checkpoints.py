@@ -320,6 +320,22 @@ def check_resume(checkpoint: str, record: dict, world_size: int) -> None:
         )
 
 
+def finished_at(checkpoint: str, record: dict) -> int | None:
+    """The step at which `checkpoint` ended its run, when this recipe asks for no more training (the same
+    `max_steps` and `num_train_epochs`); else None. Resuming there would train nothing (or, stock, one step past
+    `max_steps`) and overwrite the run's train_results.json."""
+    recipe_path, state_path = (os.path.join(checkpoint, name) for name in (RECIPE_FILE, "trainer_state.json"))
+    if not (os.path.isfile(recipe_path) and os.path.isfile(state_path)):
+        return None
+    with open(recipe_path, encoding="utf-8") as fh:
+        then = json.load(fh).get("recipe", {})
+    with open(state_path, encoding="utf-8") as fh:
+        state = json.load(fh)
+    same_length = all(then.get(key) == record["recipe"].get(key) for key in ("max_steps", "num_train_epochs"))
+    step, total = state.get("global_step", 0), state.get("max_steps", 0)
+    return step if same_length and total and step >= total else None
+
+
 def resolve_resume(value: str | None, output_dir: str) -> str | None:
     """The `resume_from_checkpoint` recipe value -> the checkpoint directory to resume from (None: from scratch).
 

@@ -215,9 +215,15 @@ def run(argv=None) -> dict:
         # the adapter config and the card record where the base came from: valid from any working directory
         model_path = model_args.model_name_or_path = os.path.abspath(model_path)
     if resume:  # the checkpoint's recipe: only how long the run goes on and its outputs may differ
-        checkpoints.check_resume(
-            resume, resolved_record(model_args, data_args, training_args), training_args.world_size
-        )
+        record = resolved_record(model_args, data_args, training_args)
+        checkpoints.check_resume(resume, record, training_args.world_size)
+        step = checkpoints.finished_at(resume, record)
+        if step is not None:  # a requeued job that had finished: nothing to train, nothing to overwrite
+            logger.warning(
+                f"{resume} ended its run at step {step}, and this recipe asks for no more: nothing to train. The "
+                "outputs in output_dir are left as they are; raise max_steps or num_train_epochs to train on."
+            )
+            return {}
 
     seq_cls = data_args.task == seqcls.TASK  # sequence classification: seqft/seqcls.py at each data/model step
     raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(

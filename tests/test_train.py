@@ -156,6 +156,11 @@ def test_resume_refuses_other_settings_and_allows_a_longer_run(fixture_dir, tmp_
     again = dict(resume, per_device_train_batch_size=2, gradient_accumulation_steps=2, logging_steps=1, do_eval=True)
     assert main([recipe(fixture_dir, out, **again)]) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    # the same command once more, as a requeued job runs it: finished, nothing trained or overwritten
+    results = (out / "train_results.json").read_text()
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, out, **again)]) == 0
+    assert (out / "train_results.json").read_text() == results and not (out / "checkpoint-5").exists()
 
 
 def test_resume_on_another_number_of_processes_is_refused(tmp_path):
