@@ -188,6 +188,11 @@ def parse_jsonl(lines: Sequence[str], name: str) -> list[Document]:
             tokens = row["tokens"]
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
                 raise DataError(f"{where}: 'tokens' must be a list of strings (words), got {str(tokens)[:60]}.")
+            blank = next((i for i, token in enumerate(tokens) if not token.strip()), None)
+            if blank is not None:  # it would be written as a line without its word
+                raise DataError(
+                    f"{where}: word {blank + 1} of 'tokens' is {tokens[blank]!r}, empty or only whitespace; remove it."
+                )
             documents.append(Document.from_words(tokens, doc_id=doc_id, source=where, extra=extra))
         elif "text" in row:
             if not isinstance(row["text"], str):

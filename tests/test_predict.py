@@ -183,6 +183,11 @@ def test_jsonl_tokens_and_text_rows(model_dir, tmp_path, capsys):
         ("rows.jsonl", b'{"words": ["a"]}\n', "rows.jsonl:1: a row needs 'tokens' (a list of words) or 'text'"),
         ("list.jsonl", b'{"text": "a"}\n["a"]\n', "list.jsonl:2: expected a JSON object per line, got list"),
         ("ints.jsonl", b'{"tokens": [1, 2]}\n', "ints.jsonl:1: 'tokens' must be a list of strings"),
+        (
+            "blank.json",
+            b'{"tokens": ["a", " "]}\n',
+            "blank.json:1: word 2 of 'tokens' is ' ', empty or only whitespace",
+        ),
         ("latin.txt", b"ok\nfine\ncaf\xe9\n", "latin.txt:3: not valid UTF-8"),
         ("bom.txt", b"\xef\xbb\xbfok\ncaf\xe9\n", "bom.txt:2: not valid UTF-8 (invalid continuation byte at byte 9)"),
         ("docs.conll", b"-DOCSTART- O\n\n", "docs.conll: no sentences found"),
