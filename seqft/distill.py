@@ -682,8 +682,9 @@ def build_student_from_teacher(teacher: nn.Module, layers: Sequence[int], use_cr
         or any(a >= b for a, b in zip(layers, layers[1:]))
     ):
         raise RecipeError(
-            f"'student_layers' = {layers!r}: expected increasing block numbers in 0..{len(blocks) - 1} (the teacher "
-            f"has {len(blocks)} blocks), e.g. [0, 2, 4]."
+            f"'student_layers' = {layers!r}: expected increasing block numbers in 0..{len(blocks) - 1} (the model "
+            f"the blocks are copied from, the teacher or with student_init 'model' model_name_or_path, has "
+            f"{len(blocks)}), e.g. [0, 2, 4]."
         )
     kept = nn.ModuleList([blocks[i] for i in layers])
     setattr(owner, name, kept)
