@@ -183,6 +183,25 @@ def make_parser() -> HfArgumentParser:
     return parser
 
 
+def _json_lists(argv: list[str], known: dict) -> list[str]:
+    """A list field's value may be given as in a recipe, `--student_layers '[0, 2, 4]'`, or space-separated,
+    `--student_layers 0 2 4` (argparse's way); the JSON form becomes the space-separated one."""
+    out = []
+    for i, arg in enumerate(argv):
+        flag = argv[i - 1] if i and argv[i - 1].startswith("--") else None
+        tp = known.get(flag[2:].replace("-", "_")) if flag else None
+        origins = {typing.get_origin(a) or a for a in (typing.get_args(tp) or (tp,))} if tp is not None else set()
+        if origins & {list, Sequence} and arg.lstrip().startswith("["):
+            try:
+                values = json.loads(arg)
+            except json.JSONDecodeError as err:
+                raise RecipeError(f"{flag}: {arg!r} is not a JSON list ({err.msg}).") from None
+            out.extend(v if isinstance(v, str) else json.dumps(v) for v in values)
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, SeqFTConfig, dict]:
     """Parse `[RECIPE.json] [--field value ...]` into the three dataclasses.
 
@@ -207,6 +226,7 @@ def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, Dat
         base = name[3:] if name.startswith("no_") else name
         if name not in known and base not in known and name != "help":
             raise RecipeError(f"unknown flag '{flag}'.{suggest(name, known)}")
+    argv = _json_lists(argv, known)
 
     try:
         *dataclass_values, namespace = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)

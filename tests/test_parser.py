@@ -127,3 +127,16 @@ def test_loraplus_needs_a_lora_adapter(tmp_path, extra):
         validate_args(model_args, data_args, training_args)
     lora = {**BASE, "peft_config": {"peft_type": "lora", "r": 4}, "loraplus_lr_ratio": 16}
     validate_args(*parse_recipe([write(tmp_path, lora)])[:3])
+
+
+def test_list_flags_take_json_as_in_a_recipe_or_spaced_values(tmp_path):
+    path = write(tmp_path, BASE)
+    for argv in (["--student_layers", "[0, 2, 4]"], ["--student_layers", "0", "2", "4"]):
+        _, _, training_args, _ = parse_recipe([path, *argv, "--teacher_model_name_or_path", "t"])
+        assert training_args.student_layers == [0, 2, 4]
+    _, data_args, _, _ = parse_recipe(
+        [path, "--task", "sequence-classification", "--csv_column_names", '["label", "text"]']
+    )
+    assert data_args.csv_column_names == ["label", "text"]
+    with pytest.raises(RecipeError, match=r"--student_layers: '\[0, 2' is not a JSON list"):
+        parse_recipe([path, "--student_layers", "[0, 2"])
