@@ -220,10 +220,15 @@ def refuse_previous_run(output_dir: str) -> None:
     """RecipeError when `output_dir` holds an earlier run (see `previous_run`); for a run that does not resume."""
     found = previous_run(output_dir)
     if found:
+        resumable = any(_step(name) is not None for name in found)
+        hint = (
+            "Set 'resume_from_checkpoint': 'last' to continue it, "
+            if resumable
+            else "It has no checkpoint to resume: "
+        )
         raise RecipeError(
-            f"'output_dir' = {output_dir!r} holds an earlier run ({_listing(found)}). Set 'resume_from_checkpoint': "
-            "'last' to continue it, 'overwrite_output_dir': true to delete those files and start afresh, or choose "
-            "another output_dir."
+            f"'output_dir' = {output_dir!r} holds an earlier run ({_listing(found)}). {hint}set "
+            "'overwrite_output_dir': true to delete those files and start afresh, or choose another output_dir."
         )
 
 

@@ -199,7 +199,7 @@ def run(argv=None) -> dict:
         if training_args.do_train
         else None
     )
-    if training_args.do_train and not training_args.resume_from_checkpoint:  # an earlier run's files in output_dir
+    if training_args.do_train and resume is None:  # a fresh start (also 'last' with no checkpoint): earlier files
         if not training_args.overwrite_output_dir:
             checkpoints.refuse_previous_run(training_args.output_dir)
         elif training_args.should_save:

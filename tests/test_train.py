@@ -130,8 +130,10 @@ def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_pa
     assert "test_f1" not in (out / "README.md").read_text().replace("eval_f1", "")
     assert (out / "notes.txt").read_text() == "mine"
 
-    # resuming continues in place
-    assert main([recipe(fixture_dir, out, resume_from_checkpoint="last")]) == 0
+    # 'last' with no checkpoint starts afresh, so the finished run's results are refused as before
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, out, resume_from_checkpoint="last")]) == 2
+    assert "It has no checkpoint to resume: set 'overwrite_output_dir': true" in capsys.readouterr().err
 
 
 def test_resume_refuses_other_settings_and_allows_a_longer_run(fixture_dir, tmp_path, capsys):
