@@ -316,8 +316,9 @@ def check_teacher_labels(teacher: nn.Module, raw: Mapping) -> None:
     student with the teacher's label list (`raw`: split name -> the raw split of `seqft.data.load_raw_splits`, with
     `tags` and `source` columns, or of `seqft.seqcls.load_raw_splits`, with `label` and `source`).
 
-    Raises `RecipeError` for a teacher without label names (transformers' `LABEL_0`... placeholders: a base model)
-    and for labels of the data the teacher lacks, naming the teacher, those labels, where the first one occurs and
+    Raises `RecipeError` for a teacher of the other task (a sequence classifier for tagged words, or the reverse),
+    a teacher without label names (transformers' `LABEL_0`... placeholders: a base model) and for labels of the
+    data the teacher lacks, naming the teacher, those labels, where the first one occurs and
     the fixes. Entity tags are compared by entity type, plain tags (POS, class names) by name. Prefixes and tags
     whose form is wrong are left to `seqft.data.prepare_labels`, which converts schemes and reports what remains.
     """
@@ -325,6 +326,13 @@ def check_teacher_labels(teacher: nn.Module, raw: Mapping) -> None:
 
     teacher_labels = label_names(teacher)
     name = _teacher_name(teacher)
+    texts = any("label" in split.column_names for split in raw.values())  # seqcls splits; token splits have tags
+    if is_sequence_classifier(_base(teacher)) != texts:
+        kinds = {True: "a sequence classifier (one label per text)", False: "a token tagger (a label per word)"}
+        raise RecipeError(
+            f"the teacher ({name}) is {kinds[not texts]}, but this recipe's 'task' trains {kinds[texts]}: distil "
+            "from a teacher fine-tuned for the same task."
+        )
     if _default_label_names(teacher_labels):
         raise _unnamed_teacher_error(f"the teacher ({name})", teacher_labels, is_sequence_classifier(_base(teacher)))
     known = set(teacher_labels)

@@ -168,6 +168,22 @@ def check_best_metric(metric: str, names: list[str]) -> None:
         )
 
 
+def check_splits(training_args, raw) -> None:
+    """Evaluation asked for without its split: an error during training, a warning for do_eval / do_predict."""
+    if training_args.eval_strategy != "no" and "validation" not in raw:
+        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+        raise RecipeError(
+            f"'eval_strategy' = '{strategy}' evaluates during training, but there is no validation data: set "
+            "'validation_file' (or 'validation_split_percentage'), or set 'eval_strategy': 'no'."
+        )
+    for flag, split, keys in (
+        ("do_eval", "validation", "'validation_file' or 'validation_split_percentage'"),
+        ("do_predict", "test", "'test_file' or 'test_split_percentage'"),
+    ):
+        if getattr(training_args, flag) and split not in raw:
+            logger.warning(f"'{flag}' is set but there is no {split} data, so it is skipped: set {keys}.")
+
+
 def run(argv=None) -> dict:
     model_args, data_args, training_args, _ = parse_recipe(argv)
     validate_args(model_args, data_args, training_args)
@@ -236,27 +252,10 @@ def run(argv=None) -> dict:
             "(its config.id2label is empty or LABEL_0, LABEL_1, ...): it is a base encoder, whose new head would "
             "score at random. Set 'do_train': true, or point 'model_name_or_path' at a fine-tuned model's folder."
         )
-    if training_args.eval_strategy != "no" and "validation" not in raw:
-        raise RecipeError(
-            f"'eval_strategy' = '{getattr(training_args.eval_strategy, 'value', training_args.eval_strategy)}' evaluates during training, but there is no "
-            "validation data: set 'validation_file' (or 'validation_split_percentage'), or set 'eval_strategy': 'no'."
-        )
-    for flag, split, keys in (
-        ("do_eval", "validation", "'validation_file' or 'validation_split_percentage'"),
-        ("do_predict", "test", "'test_file' or 'test_split_percentage'"),
-    ):
-        if getattr(training_args, flag) and split not in raw:
-            logger.warning(f"'{flag}' is set but there is no {split} data, so it is skipped: set {keys}.")
+    check_splits(training_args, raw)
     teacher = None  # distillation: the student learns the teacher's label list, in its order
     if training_args.teacher_model_name_or_path and training_args.do_train:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
-        if seqcls.is_sequence_classifier(teacher) != seq_cls:
-            kinds = {True: "a sequence classifier (one label per text)", False: "a token tagger (a label per word)"}
-            raise RecipeError(
-                f"'teacher_model_name_or_path' = {training_args.teacher_model_name_or_path!r} is "
-                f"{kinds[not seq_cls]}, but task '{data_args.task}' trains {kinds[seq_cls]}: distil from a teacher "
-                "fine-tuned for the same task."
-            )
         fixed_labels = distill.label_names(teacher)
         distill.check_teacher_labels(teacher, raw)  # before prepare_labels, whose advice is for training data
     student_from_teacher = teacher is not None and training_args.student_layers is not None

@@ -16,7 +16,12 @@ import torch
 from datasets import Dataset
 from helpers import PIECES, SENTENCES, SPECIALS, WORDS, tiny_bert_config, tiny_tokenizer
 from safetensors import safe_open
-from transformers import BertForTokenClassification, BertTokenizerFast, DataCollatorForTokenClassification
+from transformers import (
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertTokenizerFast,
+    DataCollatorForTokenClassification,
+)
 
 from seqft import DataError, RecipeError, SeqFTConfig, SeqFTTrainer, distill
 from seqft import data as seqdata
@@ -267,8 +272,13 @@ def test_teacher_labels_are_compared_by_entity_type_and_plain_tags_by_name():
     texts = Dataset.from_dict(
         {"text": ["a", "b"], "label": [["pos"], ["pos", "odd"]], "source": ["t.csv:2", "t.csv:3"]}
     )
+    classifier = BertForSequenceClassification(bert(["neg", "pos"]).config)
     with pytest.raises(RecipeError, match=r"does not predict label odd, which the data uses \(first at t.csv:3"):
-        distill.check_teacher_labels(bert(["neg", "pos"]), {"train": texts})
+        distill.check_teacher_labels(classifier, {"train": texts})
+    with pytest.raises(
+        RecipeError, match=r"is a token tagger \(a label per word\), but this recipe's 'task' trains a seq"
+    ):
+        distill.check_teacher_labels(bert(["neg", "pos", "odd"]), {"train": texts})
 
 
 def test_a_base_model_as_teacher_is_refused_for_its_placeholder_label_names(tmp_path):

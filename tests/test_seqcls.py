@@ -329,7 +329,7 @@ def test_empty_texts_and_a_teacher_of_the_other_task_are_errors(root, trained, t
     capsys.readouterr()
     assert main([str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
-    assert "is a sequence classifier (one label per text), but task 'token-classification' trains a token" in err
+    assert "is a sequence classifier (one label per text), but this recipe's 'task' trains a token tagger" in err
 
 
 # --- multi-label, pairs, truncation -----------------------------------------------------------------------------
