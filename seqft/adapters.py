@@ -933,6 +933,18 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
     return peft_model if is_trainable else peft_model.eval()
 
 
+def _unwrap_modules_to_save(peft_model) -> None:
+    """Put each trained head/CRF copy in place of its `ModulesToSaveWrapper`. peft's IA3 unload assumes every
+    wrapped module has a `.weight`, which a CRF has not ('CRF' object has no attribute 'weight')."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(peft_model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            parent = peft_model.get_submodule(parent_name) if parent_name else peft_model
+            setattr(parent, child, module.modules_to_save[module.active_adapter])
+
+
 def merge_and_save(peft_model, output_dir: str | os.PathLike, tokenizer=None):
     """Merge the adapter into a copy of the base weights and save a plain transformers model to `output_dir`.
 
@@ -942,7 +954,9 @@ def merge_and_save(peft_model, output_dir: str | os.PathLike, tokenizer=None):
     """
     config = peft_model.active_peft_config
     check_peft_spec(config, merge=True)
-    merged = copy.deepcopy(peft_model).merge_and_unload()
+    model = copy.deepcopy(peft_model)
+    _unwrap_modules_to_save(model)
+    merged = model.merge_and_unload()
     merged.save_pretrained(output_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)

@@ -52,10 +52,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from .errors import RecipeError
 
 __all__ = [
+    "StepRates",
     "UnplacedParameterError",
     "check_deepspeed_optimizer",
     "get_layer_id",
@@ -335,6 +337,19 @@ def llrd_param_groups(
             }
         )
     return groups
+
+
+class StepRates(TrainerCallback):
+    """Observes each group's learning rate for the step just taken: after `optimizer.step()`, before the scheduler
+    moves the rates on, where the Trainer reads its own `learning_rate` (read at log time, they would be the next
+    step's). Changes nothing."""
+
+    def __init__(self):
+        self.rates: dict[str, float] = {}
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None:
+            self.rates = group_learning_rates(optimizer)
 
 
 def group_learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:

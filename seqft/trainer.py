@@ -5,7 +5,8 @@ One home and one hook per feature:
 | feature      | home                | hook                                                                  |
 |--------------|---------------------|-----------------------------------------------------------------------|
 | CRF          | seqft/modeling/     | the model itself (its loss, its Viterbi logits); nothing here         |
-| LLRD         | seqft/optim.py      | `create_optimizer` (falls through to `super()` when off)              |
+| LLRD         | seqft/optim.py      | `create_optimizer` (falls through to `super()` when off); `StepRates` |
+|              |                     | observes each group's rate for the `lr/<group>` logs                  |
 | PEFT         | seqft/adapters.py   | construction: `peft_config=` (wrap; EVA's data pass)                  |
 | distillation | seqft/distill.py    | construction: `teacher_model=`; `compute_loss` adds the soft loss     |
 | model card   | seqft/model_card.py | `create_model_card`                                                   |
@@ -76,6 +77,9 @@ class SeqFTTrainer(Trainer):
         if self.is_deepspeed_enabled and self._has_group_rates():
             # an accelerate config's DeepSpeed file too: its "optimizer" block would bypass create_optimizer
             optim.check_deepspeed_optimizer(self.accelerator.state.deepspeed_plugin.deepspeed_config)
+        self._step_rates = optim.StepRates() if self._has_group_rates() else None  # logged as lr/<group>
+        if self._step_rates is not None:
+            self.add_callback(self._step_rates)
         if peft_config is not None:
             from .adapters import initialize_from_data
 
@@ -238,8 +242,8 @@ class SeqFTTrainer(Trainer):
             local = torch.tensor(list(means.values()), dtype=torch.float64, device=self.args.device)
             means = dict(zip(means, self.accelerator.reduce(local, reduction="mean").tolist()))
         logs.update(means)
-        if "loss" in logs and self.optimizer is not None and (self.args.layer_decay or self.args.head_learning_rate):
-            logs.update(optim.group_learning_rates(self.optimizer))
+        if "loss" in logs and self._step_rates is not None and self._step_rates.rates:
+            logs.update(self._step_rates.rates)  # each group's rate in the step just taken, as `learning_rate`
         super().log(logs, start_time)
 
     def create_model_card(self, *args, **kwargs):

@@ -464,6 +464,25 @@ def test_training_moves_adapter_and_head_and_freezes_the_base(root, dataset, tmp
     assert all(adapter in n or "modules_to_save" in n for n in trainable)
 
 
+@pytest.mark.parametrize("rates", [{"layer_decay": 0.5, "head_learning_rate": 5e-2}, {"loraplus_lr_ratio": 16}])
+def test_group_rates_are_logged_for_the_step_they_trained(root, dataset, tmp_path, rates):
+    trainer = make_trainer(crf_model(root), LORA, dataset, tmp_path, max_steps=4, logging_steps=1, **rates)
+    trainer.train()
+    steps = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
+    head = rates.get("head_learning_rate", 1e-2)
+    for entry in steps:  # linear decay over 4 steps: the rate of step k is lr * (1 - (k - 1) / 4), not step k+1's
+        scale = 1 - (entry["step"] - 1) / 4
+        groups = {key: value for key, value in entry.items() if key.startswith("lr/")}
+        assert entry["learning_rate"] == pytest.approx(head * scale)  # the Trainer's: param_groups[0], the top
+        if "layer_decay" in rates:
+            assert groups == pytest.approx(
+                {"lr/head": head * scale, "lr/layer_01": 1e-2 * scale, "lr/layer_00": 5e-3 * scale}
+            )
+        else:  # LoRA+ alone: the B matrices at 16x, logged too
+            assert sorted(set(groups.values())) == pytest.approx([1e-2 * scale, 16e-2 * scale])
+
+
 def test_loraplus_from_the_recipe_trains_b_matrices_faster(root, dataset, tmp_path):
     trainer = make_trainer(crf_model(root), LORA, dataset, tmp_path, layer_decay=0.5, loraplus_lr_ratio=16)
     optimizer = trainer.create_optimizer()
@@ -646,9 +665,10 @@ def test_prefix_tuning_checkpoint_round_trip_with_crf(root, dataset, tmp_path):
     torch.testing.assert_close(eval_logits(loaded, inputs), eval_logits(trainer.model, inputs), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["lora", "ia3"])
 @pytest.mark.parametrize("kind", MODELS)
-def test_merged_model_equals_the_adapter_and_loads_without_peft(root, dataset, tmp_path, kind):
-    trainer = make_trainer(MODELS[kind](root), LORA, dataset, tmp_path / "run")
+def test_merged_model_equals_the_adapter_and_loads_without_peft(root, dataset, tmp_path, kind, method):
+    trainer = make_trainer(MODELS[kind](root), METHODS[method], dataset, tmp_path / "run")
     trainer.train()
     peft_model = trainer.model
     inputs = batch(dataset)
@@ -665,7 +685,9 @@ def test_merged_model_equals_the_adapter_and_loads_without_peft(root, dataset, t
     assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert not isinstance(model, PeftModel)
     assert not any(
-        word in name for name, _ in model.named_parameters() for word in ("lora", "base_layer", "modules_to_save")
+        word in name
+        for name, _ in model.named_parameters()
+        for word in ("lora", "ia3", "base_layer", "modules_to_save")
     )
     assert isinstance(model, SeqFTCRFForTokenClassification if kind == "crf" else BertForTokenClassification)
     torch.testing.assert_close(eval_logits(model, inputs), expected, rtol=0, atol=1e-5)
