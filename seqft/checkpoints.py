@@ -285,15 +285,22 @@ def save_recipe_with(checkpoint: str, output_dir: str, world_size: int) -> None:
         json.dump(record, fh, indent=2)
 
 
+def _saved_record(checkpoint: str) -> dict | None:
+    """The resolved recipe `save_recipe_with` kept in `checkpoint`, or None (another tool's or an older seqft's)."""
+    path = os.path.join(checkpoint, RECIPE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def check_resume(checkpoint: str, record: dict, world_size: int) -> None:
     """RecipeError when `record` (this run's resolved recipe) differs from the one `checkpoint` was trained with
     in anything but `RESUME_MAY_CHANGE`, in the global batch, or in the training data. A checkpoint without a
     recorded recipe (written by another tool or an older seqft) is not compared."""
-    path = os.path.join(checkpoint, RECIPE_FILE)
-    if not os.path.isfile(path):
+    saved = _saved_record(checkpoint)
+    if saved is None:
         return
-    with open(path, encoding="utf-8") as fh:
-        saved = json.load(fh)
     then, now = saved.get("recipe", {}), record["recipe"]
     changes = [
         f"{key}: {json.dumps(then[key])} there, {json.dumps(now[key])} here"
@@ -329,11 +336,10 @@ def finished_at(checkpoint: str, record: dict) -> int | None:
     """The step at which `checkpoint` ended its run, when this recipe asks for no more training (the same
     `max_steps` and `num_train_epochs`); else None. Resuming there would train nothing (or, stock, one step past
     `max_steps`) and overwrite the run's train_results.json."""
-    recipe_path, state_path = (os.path.join(checkpoint, name) for name in (RECIPE_FILE, "trainer_state.json"))
-    if not (os.path.isfile(recipe_path) and os.path.isfile(state_path)):
+    saved, state_path = _saved_record(checkpoint), os.path.join(checkpoint, "trainer_state.json")
+    if saved is None or not os.path.isfile(state_path):
         return None
-    with open(recipe_path, encoding="utf-8") as fh:
-        then = json.load(fh).get("recipe", {})
+    then = saved.get("recipe", {})
     with open(state_path, encoding="utf-8") as fh:
         state = json.load(fh)
     same_length = all(then.get(key) == record["recipe"].get(key) for key in ("max_steps", "num_train_epochs"))

@@ -448,6 +448,11 @@ class SeqFTConfig(TrainingArguments):
         },
     )
 
+    @property
+    def has_group_rates(self) -> bool:
+        """Whether parameter groups train at their own rates (LLRD, a head rate or LoRA+): seqft builds them."""
+        return not (self.layer_decay is None and self.head_learning_rate is None and self.loraplus_lr_ratio is None)
+
     def __post_init__(self):
         self.distill_layer_map = _json_field(self.distill_layer_map, "distill_layer_map")
         self.class_weights = _class_weights(self.class_weights)
@@ -462,9 +467,7 @@ class SeqFTConfig(TrainingArguments):
         _check(self.distill_hidden_weight >= 0, "distill_hidden_weight", self.distill_hidden_weight, ">= 0")
         _check(self.student_init in ("teacher", "model"), "student_init", self.student_init, "'teacher' or 'model'")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
-        if self.deepspeed and not (
-            self.layer_decay is None and self.head_learning_rate is None and self.loraplus_lr_ratio is None
-        ):
+        if self.deepspeed and self.has_group_rates:
             from .optim import check_deepspeed_optimizer
 
             check_deepspeed_optimizer(self.deepspeed)  # before any model loads; the trainer checks again

@@ -109,6 +109,7 @@ from torch import nn
 
 from . import data as seqdata
 from .errors import DataError, RecipeError
+from .labels import placeholder_names
 from .seqcls import is_sequence_classifier
 
 logger = logging.getLogger(__name__)
@@ -292,11 +293,6 @@ def _id2label_names(id2label) -> list[str]:
     return [str(id2label[i]) for i in sorted(id2label, key=int)]
 
 
-def _default_label_names(names: Sequence[str]) -> bool:
-    """Whether `names` are transformers' placeholders (`LABEL_0`, `LABEL_1`, ...): a config never given labels."""
-    return bool(names) and list(names) == [f"LABEL_{i}" for i in range(len(names))]
-
-
 def _teacher_name(teacher: nn.Module) -> str:
     return getattr(_base(teacher), "name_or_path", None) or type(_base(teacher)).__name__
 
@@ -333,7 +329,7 @@ def check_teacher_labels(teacher: nn.Module, raw: Mapping) -> None:
             f"the teacher ({name}) is {kinds[not texts]}, but this recipe's 'task' trains {kinds[texts]}: distil "
             "from a teacher fine-tuned for the same task."
         )
-    if _default_label_names(teacher_labels):
+    if placeholder_names(teacher_labels):
         raise _unnamed_teacher_error(f"the teacher ({name})", teacher_labels, is_sequence_classifier(_base(teacher)))
     known = set(teacher_labels)
     prefixed = any(schemes.split_tag(label)[0] in schemes.PREFIXES for label in teacher_labels)
@@ -585,7 +581,7 @@ def load_teacher(name_or_path: str, **kwargs) -> nn.Module:
         ) from err
     sequence_level = is_sequence_classifier(config)  # (B, C) logits
     names = _id2label_names(getattr(config, "id2label", None))
-    if _default_label_names(names):  # checked before loading weights: a base encoder is no teacher
+    if placeholder_names(names):  # checked before loading weights: a base encoder is no teacher
         raise _unnamed_teacher_error(f"teacher_model_name_or_path={name_or_path!r}", names, sequence_level)
     try:
         auto = AutoModelForSequenceClassification if sequence_level else AutoModelForTokenClassification
@@ -862,7 +858,7 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
     if _base(teacher) is student:
         raise RecipeError("the teacher is the student itself: pass a separately loaded (fine-tuned) teacher model.")
     teacher_labels, student_labels = label_names(teacher), label_names(student)
-    if _default_label_names(teacher_labels) and teacher_labels != student_labels:
+    if placeholder_names(teacher_labels) and teacher_labels != student_labels:
         subject = f"the teacher ({_teacher_name(teacher)})"
         raise _unnamed_teacher_error(subject, teacher_labels, is_sequence_classifier(_base(teacher)))
     permutation = label_permutation(teacher_labels, student_labels)

@@ -40,6 +40,12 @@ def _check_scheme(scheme: str) -> None:
         raise ValueError(f"Unknown label scheme {scheme!r}: expected one of {', '.join(SCHEMES)}.")
 
 
+def placeholder_names(names: Sequence[str]) -> bool:
+    """Whether `names` are transformers' placeholders (`LABEL_0`, `LABEL_1`, ...): a config never given labels,
+    i.e. a base encoder whose head was never trained."""
+    return bool(names) and list(names) == [f"LABEL_{i}" for i in range(len(names))]
+
+
 def split_tag(tag: str) -> tuple[str | None, str | None]:
     """Split a tag into (prefix, type): ``"B-PER"`` -> ``("B", "PER")``, ``"O"`` -> ``("O", None)``.
 

@@ -274,8 +274,7 @@ def load_model(model_dir: str, auto_cls=None, **kwargs):
         if isinstance(err, SeqFTError):
             raise
         raise SeqFTError(f"{model_dir}: the model does not load: {str(err).splitlines()[0]}") from None
-    names = [str(model.config.id2label[k]) for k in sorted(model.config.id2label, key=int)]
-    if all(re.fullmatch(r"LABEL_\d+", name) for name in names):
+    if schemes.placeholder_names([str(model.config.id2label[k]) for k in sorted(model.config.id2label, key=int)]):
         raise SeqFTError(
             f"{model_dir}: the model has no label names (LABEL_0, LABEL_1, ...): it is a base encoder, whose head "
             "would tag at random. Fine-tune it first (python -m seqft.train), then predict with its output folder."
@@ -393,7 +392,6 @@ class Predictor:
         tokenizer=None,
         **from_pretrained_kwargs,
     ):
-
         from . import data as seqdata
 
         model_dir = os.fspath(model_dir)

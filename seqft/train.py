@@ -25,6 +25,7 @@ from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
 from .errors import RecipeError, SeqFTError, run_cli
+from .labels import placeholder_names
 from .metrics import build_compute_metrics, metric_names
 from .parser import parse_recipe, resolved_recipe
 from .trainer import SeqFTTrainer
@@ -74,7 +75,7 @@ def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
     config = AutoConfig.from_pretrained(model_path, **load_kwargs)
     id2label = getattr(config, "id2label", None) or {}
     names = [id2label[i] for i in sorted(id2label)]
-    if not names or all(n.startswith("LABEL_") for n in names):
+    if not names or placeholder_names(names):
         return None
     return names
 

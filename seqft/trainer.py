@@ -74,10 +74,10 @@ class SeqFTTrainer(Trainer):
                 return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
 
         super().__init__(model=model, args=args, compute_loss_func=compute_loss_func, **kwargs)
-        if self.is_deepspeed_enabled and self._has_group_rates():
+        if self.is_deepspeed_enabled and self.args.has_group_rates:
             # an accelerate config's DeepSpeed file too: its "optimizer" block would bypass create_optimizer
             optim.check_deepspeed_optimizer(self.accelerator.state.deepspeed_plugin.deepspeed_config)
-        self._step_rates = optim.StepRates() if self._has_group_rates() else None  # logged as lr/<group>
+        self._step_rates = optim.StepRates() if self.args.has_group_rates else None  # logged as lr/<group>
         if self._step_rates is not None:
             self.add_callback(self._step_rates)
         if peft_config is not None:
@@ -165,12 +165,8 @@ class SeqFTTrainer(Trainer):
         """Override point: depth of a parameter (0 = embeddings, k+1 = block k, num_layers+1 = head/CRF)."""
         return optim.get_layer_id(name, num_layers)
 
-    def _has_group_rates(self) -> bool:
-        args = self.args
-        return not (args.layer_decay is None and args.head_learning_rate is None and args.loraplus_lr_ratio is None)
-
     def create_optimizer(self, model=None):
-        if not self._has_group_rates():
+        if not self.args.has_group_rates:
             return super().create_optimizer(model)
         args = self.args
         opt_model = self.model if model is None else model
