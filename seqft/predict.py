@@ -10,7 +10,8 @@ Inputs (files, or stdin when none is given or for `-`), by suffix or, for `.txt`
 
 - raw text: one text per line, split into words on whitespace; entities carry character offsets into the line;
 - CoNLL columns (`.conll`, `.iob`, `.bio`, `eng.testb`, ... or `--input-format conll`): words from the first
-  column, `-DOCSTART-` lines start documents, other columns (e.g. gold tags) are kept in `--format conll` output;
+  column, `-DOCSTART-` lines start documents, other columns (e.g. gold tags) and the `-DOCSTART-` lines are kept in
+  `--format conll` output;
 - JSON Lines: `{"tokens": [...]}` or `{"text": "..."}` per line; other keys are copied to the output, and an
   integer `doc_id` groups rows into documents.
 
@@ -79,6 +80,7 @@ class Document:
     source: str = ""
     extra: dict = field(default_factory=dict)  # JSONL keys to copy to the output
     columns: list[list[str]] | None = None  # CoNLL input: every column of each word's line
+    headers: list[list[str]] = field(default_factory=list)  # CoNLL input: the `-DOCSTART-` lines just before it
 
     @classmethod
     def from_text(cls, text: str, **kwargs) -> Document:
@@ -139,17 +141,19 @@ def parse_text(lines: Sequence[str], name: str) -> list[Document]:
 
 
 def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
-    """Sentences separated by blank lines, words in the first column, `-DOCSTART-` lines starting documents."""
-    documents, doc_id, rows, start = [], 0, [], None
+    """Sentences separated by blank lines, words in the first column, `-DOCSTART-` lines starting documents (kept
+    as the next sentence's `headers`, so that `--format conll` writes them back where they were)."""
+    documents, doc_id, rows, start, headers = [], 0, [], None, []
 
     def flush():
-        nonlocal rows
+        nonlocal rows, headers
         if rows:
             documents.append(  # documents of different files never share context
                 Document.from_words(
-                    [r[0] for r in rows], doc_id=(name, doc_id), source=f"{name}:{start}", columns=rows
+                    [r[0] for r in rows], doc_id=(name, doc_id), source=f"{name}:{start}", columns=rows, headers=headers
                 )
             )
+            headers = []
         rows = []
 
     for n, line in enumerate(lines, 1):
@@ -159,6 +163,7 @@ def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
         elif parts[0] == "-DOCSTART-":
             flush()
             doc_id += 1
+            headers.append(parts)
         else:
             if not rows:
                 start = n
@@ -364,8 +369,11 @@ class Prediction:
         return record
 
     def to_conll(self) -> str:
+        """One `columns... tag` line per word, after the `-DOCSTART-` lines that preceded the sentence in the input
+        (tagged O, each followed by a blank line, as CoNLL-2003 files have them)."""
+        headers = "".join(" ".join([*row, "O"]) + "\n\n" for row in self.document.headers)
         rows = self.document.columns or [[w] for w in self.document.words]
-        return "".join(" ".join([*row, tag]) + "\n" for row, tag in zip(rows, self.tags))
+        return headers + "".join(" ".join([*row, tag]) + "\n" for row, tag in zip(rows, self.tags))
 
 
 class Predictor:

@@ -148,7 +148,11 @@ def test_conll_in_conll_out_keeps_columns_and_documents(model_dir, tmp_path, cap
     out_path = tmp_path / "out.conll"
     code, _, err = run_cli([str(model_dir), str(path), "--format", "conll", "-o", str(out_path)], capsys)
     assert code == 0, err
-    blocks = [b.split("\n") for b in out_path.read_text().split("\n\n") if b.strip()]
+    output = out_path.read_text()
+    # every input line comes back in place, blank lines and -DOCSTART- included, with the predicted tag appended
+    assert [line.rsplit(" ", 1)[0] if line else "" for line in output.splitlines()] == path.read_text().splitlines()
+    assert output.startswith("-DOCSTART- -X- O O\n\n")
+    blocks = [b.split("\n") for b in output.split("\n\n") if b.strip()][1:]
     assert [[row.split()[0] for row in b] for b in blocks] == [w for w, _ in SENTENCES[:3]]
     assert all(
         row.split()[1] == "X" and row.split()[2] in LABELS and row.split()[3] in LABELS for b in blocks for row in b
@@ -158,6 +162,17 @@ def test_conll_in_conll_out_keeps_columns_and_documents(model_dir, tmp_path, cap
     code, out, _ = run_cli([str(model_dir), str(path)], capsys)
     for line, entities in zip(out.splitlines(), expected, strict=True):
         assert_same_entities(json.loads(line)["entities"], entities)
+
+
+def test_conll_out_keeps_every_document_start_in_place(model_dir, tmp_path, capsys):
+    (a, _), (b, _), (c, _) = SENTENCES[:3]
+    lines = ["-DOCSTART- O", "", *a, "", "-DOCSTART- O", "", *b, "", *c]  # two documents, the second of two sentences
+    path = tmp_path / "docs.conll"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli([str(model_dir), str(path), "--format", "conll"], capsys)
+    assert code == 0, err
+    assert [line.rsplit(" ", 1)[0] if line else "" for line in out.splitlines()] == lines + [""]
+    assert [line for line in out.splitlines() if line.startswith("-DOCSTART-")] == ["-DOCSTART- O O"] * 2
 
 
 def test_jsonl_tokens_and_text_rows(model_dir, tmp_path, capsys):
@@ -333,8 +348,11 @@ def test_predict_reproduces_training_predictions(data_dir, tmp_path, capsys):
         [str(out), str(data_dir / "test.txt"), "--format", "conll", "-o", str(tmp_path / "p")], capsys
     )
     assert code == 0, err
-    assert (tmp_path / "p").read_text() == (out / "test_predictions.txt").read_text()
-    assert len(predicted_column(tmp_path / "p")) == 40 + sum(len(w) for w, _ in SENTENCES)
+    # the same lines, but for the input's -DOCSTART- line, which predict keeps and training's file (word gold
+    # predicted, words only) does not
+    header, predicted = (tmp_path / "p").read_text().split("\n\n", 1)
+    assert header == "-DOCSTART- O O" and predicted == (out / "test_predictions.txt").read_text()
+    assert len(predicted_column(tmp_path / "p")) == 1 + 40 + sum(len(w) for w, _ in SENTENCES)
 
 
 def test_adapter_only_and_merged_crf_checkpoints_predict_like_training(data_dir, tmp_path):
