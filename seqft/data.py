@@ -213,6 +213,27 @@ def _pick_column(names: Sequence[str], wanted: str | None, defaults: Sequence[st
     return names[position]
 
 
+def _check_row(where: str, words: Sequence[str], tags: Sequence, text_col: str, label_col: str) -> None:
+    """One sentence's words and tags, from a JSON/CSV row or a Hub dataset's row: a tag per word, at least one word,
+    each with a visible character."""
+    if len(words) != len(tags):
+        raise DataError(
+            f"{where}: {len(words)} words in '{text_col}' but {len(tags)} tags in '{label_col}'; every word needs "
+            "exactly one tag."
+        )
+    if not words:
+        raise DataError(
+            f"{where}: the row has no words ('{text_col}' is empty); a sentence needs at least one word. Remove the "
+            "row, or fill in its words and tags."
+        )
+    if not all(map(str.strip, words)):
+        index = next(i for i, word in enumerate(words) if not word.strip())
+        raise DataError(
+            f"{where}: word {index + 1} of '{text_col}' (index {index}) is {words[index]!r}, empty or only "
+            "whitespace. Every word needs a visible character: remove it and its tag, or fix the tokenisation."
+        )
+
+
 def read_records(path: str, records: list[tuple[str, dict]], text_column, label_column) -> dict[str, list]:
     """Rows from JSON/JSONL/CSV -> columns. `records` are (location, row) pairs; location is a line or row id."""
     if not records:
@@ -229,27 +250,12 @@ def read_records(path: str, records: list[tuple[str, dict]], text_column, label_
                 raise DataError(f"{path}:{where}: row has no column '{col}'.")
         words = [str(w) for w in _as_list(row[text_col], path, where, text_col)]
         tags = _as_list(row[label_col], path, where, label_col)
-        if len(words) != len(tags):
-            raise DataError(
-                f"{path}:{where}: {len(words)} words in '{text_col}' but {len(tags)} tags in '{label_col}'; "
-                "every word needs exactly one tag."
-            )
         if any(not isinstance(t, str) for t in tags):
             raise DataError(
                 f"{path}:{where}: tags in '{label_col}' must be tag names (strings) in local files, got "
                 f"{tags[:5]!r}. Write the names (e.g. 'B-PER'), not class ids."
             )
-        if not words:
-            raise DataError(
-                f"{path}:{where}: the row has no words ('{text_col}' is empty); a sentence needs at least one word. "
-                "Remove the row, or fill in its words and tags."
-            )
-        if not all(map(str.strip, words)):
-            index = next(i for i, word in enumerate(words) if not word.strip())
-            raise DataError(
-                f"{path}:{where}: word {index + 1} of '{text_col}' (index {index}) is {words[index]!r}, empty or only "
-                "whitespace. Every word needs a visible character: remove it and its tag, or fix the tokenisation."
-            )
+        _check_row(f"{path}:{where}", words, tags, text_col, label_col)
         columns["tokens"].append(words)
         columns["tags"].append(tags)
         columns["doc_id"].append(row.get("doc_id", 0) if isinstance(row.get("doc_id", 0), int) else 0)
@@ -339,12 +345,12 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
         feature = ds.features[label_col]
         inner = getattr(feature, "feature", feature)  # List/Sequence(ClassLabel) -> ClassLabel
         to_name = inner.int2str if isinstance(inner, ClassLabel) else (lambda x: x)
-        out[split] = {
-            "tokens": list(ds[text_col]),
-            "tags": [[str(to_name(t)) for t in row] for row in ds[label_col]],
-            "doc_id": [0] * len(ds),
-            "source": [f"{data_args.dataset_name}[{split}]:row {i}" for i in range(len(ds))],
-        }
+        sources = [f"{data_args.dataset_name}[{split}]:row {i}" for i in range(len(ds))]
+        tokens = [[str(w) for w in row] for row in ds[text_col]]
+        tags = [[str(to_name(t)) for t in row] for row in ds[label_col]]
+        for where, words, row_tags in zip(sources, tokens, tags):
+            _check_row(where, words, row_tags, text_col, label_col)
+        out[split] = {"tokens": tokens, "tags": tags, "doc_id": [0] * len(ds), "source": sources}
     return out
 
 
@@ -401,7 +407,7 @@ def _token_location(source: str, position: int) -> str:
 
 @_collector_paused()
 def prepare_labels(
-    raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None
+    raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None, labels_from: str = "the model"
 ) -> tuple[DatasetDict, list[str], str]:
     """Detect each file's scheme, validate every sentence, convert to the target scheme, fix the label list.
 
@@ -417,8 +423,11 @@ def prepare_labels(
     - A file whose tags are all ``O`` fits every scheme. Plain (POS-style) tags in one file and prefix-style tags
       in another cannot be reconciled: a DataError names the file.
 
-    `known_labels` (from a fine-tuned checkpoint) fixes the label list; otherwise it comes from train (all splits
-    when there is no train). A tag outside the label list is an error naming file and line.
+    `known_labels` (from a fine-tuned checkpoint or a teacher, `labels_from` naming it in messages) fixes the label
+    list, and with it BIOES against IOB1/IOB2: `auto` follows those labels, and a `target_scheme` of the other kind
+    is an error (converting the data to IOB2 for a BIOES model would score its S-/E- predictions against B-/I- gold,
+    and teach a student the wrong scheme). Otherwise the list comes from train (all splits when there is no train).
+    A tag outside the label list is an error naming file and line.
     Returns the converted splits, the label list and the scheme in use.
     """
     # Each column is read once, whole (see read_column).
@@ -438,6 +447,8 @@ def prepare_labels(
     reference = origin["train"] if "train" in raw else next(iter(origin.values()))
     file_scheme = {reference: detect(reference)}
     scheme = file_scheme[reference] if target_scheme == "auto" else target_scheme
+    if known_labels is not None:
+        scheme = _scheme_of_known_labels(known_labels, scheme, target_scheme, labels_from)
     if (file_scheme[reference] == "plain") != (scheme == "plain"):
         raise DataError(
             f"the tags of {reference} are {file_scheme[reference]} but label_scheme is {scheme}: set label_scheme to "
@@ -505,6 +516,26 @@ def prepare_labels(
         new_fingerprint = Hasher.hash((split._fingerprint, "seqft.prepare_labels", source_scheme, scheme))
         converted[name] = split.remove_columns("tags").add_column("tags", tags[name], new_fingerprint=new_fingerprint)
     return converted, label_names, scheme
+
+
+def _scheme_of_known_labels(labels: Sequence[str], scheme: str, requested: str, labels_from: str) -> str:
+    """The scheme to convert the data to when a model's labels are fixed: `scheme` unless those labels are BIOES
+    and it is IOB1/IOB2, or the reverse; then theirs under `auto`, else a DataError (see `prepare_labels`)."""
+    prefixes = {schemes.split_tag(label)[0] for label in labels} & set(schemes.PREFIXES)
+    if not prefixes or scheme == "plain":  # plain labels or data: the plain/prefixed checks report a mismatch
+        return scheme
+    bioes = bool(prefixes & {"E", "S"})
+    if bioes == (scheme == "BIOES"):
+        return scheme
+    theirs = "BIOES" if bioes else "IOB2"
+    if requested == "auto":
+        return theirs
+    shown = [label for label in labels if schemes.split_tag(label)[0] in (("E", "S") if bioes else ("B", "I"))]
+    raise DataError(
+        f"label_scheme is {requested}, but {labels_from} predicts {'BIOES' if bioes else 'IOB1/IOB2'} tags "
+        f"({', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''}): set label_scheme to {theirs} (or auto), so "
+        "that the data is converted to the scheme of its labels."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

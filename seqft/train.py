@@ -263,7 +263,12 @@ def run(argv=None) -> dict:
     if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
         raw, label_names, scheme = seqcls.prepare_labels(raw, data_args, fixed_labels)
     else:
-        raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels)
+        labels_from = (
+            f"the teacher ({training_args.teacher_model_name_or_path})"
+            if teacher is not None
+            else f"model_name_or_path ({model_args.model_name_or_path})"
+        )
+        raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels, labels_from)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
     if training_args.metric_for_best_model:  # checked now, not at the first evaluation after training steps

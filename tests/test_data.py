@@ -13,6 +13,7 @@ from datasets import Dataset, DatasetDict
 from helpers import SENTENCES, tiny_tokenizer, write_conll
 
 from seqft import data as seqdata
+from seqft import labels
 from seqft.errors import DataError
 
 
@@ -74,6 +75,34 @@ def test_iob1_is_detected_and_converted_to_iob2(tmp_path):
     assert converted["train"]["tags"][0] == ["B-ORG", "O", "B-MISC", "O", "O"]
     assert converted["train"]["tags"][1] == ["B-PER", "I-PER"]
     assert labels[0] == "O" and "I-LOC" in labels and "B-LOC" in labels  # completed label list
+
+
+def test_a_models_bioes_labels_decide_bioes_against_iob():
+    """A fine-tuned model's (or teacher's) labels fix BIOES vs IOB: `auto` follows them, a label_scheme of the
+    other kind is an error; before, IOB2 gold went beside a BIOES label list without a word."""
+    iob2 = [(["John", "Smith", "in", "Paris"], ["B-PER", "I-PER", "O", "B-LOC"])]
+    bioes = [(["John", "Smith", "in", "Paris"], ["B-PER", "E-PER", "O", "S-LOC"])]
+
+    def raw(sentences):
+        tokens, tags = zip(*sentences)
+        return DatasetDict(train=Dataset.from_dict({"tokens": tokens, "tags": tags, "source": ["t.txt:1"]}))
+
+    bioes_labels = labels.complete_label_list(["S-LOC", "B-PER"], "BIOES")
+    iob_labels = labels.complete_label_list(["B-LOC", "B-PER"], "IOB2")
+    converted, names, scheme = seqdata.prepare_labels(raw(iob2), "auto", bioes_labels)
+    assert (scheme, names, converted["train"]["tags"][0]) == ("BIOES", bioes_labels, bioes[0][1])
+    converted, _, scheme = seqdata.prepare_labels(raw(bioes), "auto", iob_labels)
+    assert (scheme, converted["train"]["tags"][0]) == ("IOB2", iob2[0][1])
+    assert seqdata.prepare_labels(raw(iob2), "BIOES", bioes_labels)[2] == "BIOES"
+    assert seqdata.prepare_labels(raw(bioes), "IOB1", iob_labels)[2] == "IOB1"  # IOB1 and IOB2 lists read alike
+    with pytest.raises(DataError) as info:
+        seqdata.prepare_labels(raw(iob2), "IOB2", bioes_labels, "the teacher (t)")
+    assert str(info.value).startswith(
+        "label_scheme is IOB2, but the teacher (t) predicts BIOES tags (E-LOC, S-LOC, E-PER, S-PER): set "
+        "label_scheme to BIOES (or auto)"
+    ), info.value
+    with pytest.raises(DataError, match=r"is BIOES, but the model predicts IOB1/IOB2 tags \(B-LOC, I-LOC, B-PER, I-PER\): "):
+        seqdata.prepare_labels(raw(bioes), "BIOES", iob_labels)
 
 
 def test_whitespace_only_lines_break_sentences(tmp_path):
@@ -436,6 +465,16 @@ def test_hub_style_dataset_with_class_labels(tmp_path):
     assert raw["train"]["tags"] == [t for _, t in SENTENCES]
     with pytest.raises(DataError, match="could not load dataset 'no/such-dataset'"):
         seqdata.load_raw_splits(data_args(dataset_name="no/such-dataset"), seed=0)
+    # the rows of a Hub dataset are checked as a local file's are
+    for words, tags, problem in [
+        (["Mary", " ", "Paris"], [1, 0, 3], r"\[train\]:row 2: word 2 of 'tokens' \(index 1\) is ' ', empty or only"),
+        ([], [], r"\[train\]:row 2: the row has no words \('tokens' is empty\)"),
+        (["Mary", "Paris"], [1], r"\[train\]:row 2: 2 words in 'tokens' but 1 tags in 'ner_tags'"),
+    ]:
+        bad = {"tokens": rows["tokens"][:2] + [words], "ner_tags": rows["ner_tags"][:2] + [tags]}
+        Dataset.from_dict(bad, features=features).to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
+        with pytest.raises(DataError, match=problem):
+            seqdata.load_raw_splits(data_args(dataset_name=str(tmp_path)), seed=0)
 
 
 def test_shuffled_length_groups_keep_the_grouping_and_break_the_sweep():
