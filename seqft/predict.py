@@ -150,7 +150,11 @@ def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
         if rows:
             documents.append(  # documents of different files never share context
                 Document.from_words(
-                    [r[0] for r in rows], doc_id=(name, doc_id), source=f"{name}:{start}", columns=rows, headers=headers
+                    [r[0] for r in rows],
+                    doc_id=(name, doc_id),
+                    source=f"{name}:{start}",
+                    columns=rows,
+                    headers=headers,
                 )
             )
             headers = []

@@ -101,7 +101,9 @@ def test_a_models_bioes_labels_decide_bioes_against_iob():
         "label_scheme is IOB2, but the teacher (t) predicts BIOES tags (E-LOC, S-LOC, E-PER, S-PER): set "
         "label_scheme to BIOES (or auto)"
     ), info.value
-    with pytest.raises(DataError, match=r"is BIOES, but the model predicts IOB1/IOB2 tags \(B-LOC, I-LOC, B-PER, I-PER\): "):
+    with pytest.raises(
+        DataError, match=r"is BIOES, but the model predicts IOB1/IOB2 tags \(B-LOC, I-LOC, B-PER, I-PER\): "
+    ):
         seqdata.prepare_labels(raw(bioes), "BIOES", iob_labels)
 
 

@@ -347,7 +347,9 @@ def test_a_bioes_teacher_sets_the_students_scheme(tmp_path, capsys):
     assert f"label_scheme is IOB2, but the teacher ({tmp_path / 'teacher'}) predicts BIOES tags" in err, err
     assert main([str(tmp_path / "r.json"), "--label_scheme", "auto"]) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["label_scheme"] == "BIOES" and list(config["id2label"].values()) == list(teacher.config.id2label.values())
+    assert config["label_scheme"] == "BIOES" and list(config["id2label"].values()) == list(
+        teacher.config.id2label.values()
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
