@@ -233,6 +233,7 @@ def build_seqft(
     training_overrides: dict | None = None,
     trainer_kwargs: dict | None = None,
     trainer_class=None,
+    before_wrap=None,
 ) -> ArmSetup:
     """seqft's own path, as `seqft.train.run` takes it: `load_tokenizer`, `load_model`, `tokenize_split` (windows
     with the default stride: none needed at max_seq_length 512), `sort_by_length` for the test set, the collator
@@ -270,12 +271,15 @@ def build_seqft(
     model = load_model(model_args, ctx.label_names, ctx.scheme, tokenizer, {})
     training = {"train_sampling_strategy": recipe["train_sampling_strategy"], **(training_overrides or {})}
     args = ctx.training_args(SeqFTConfig, **training)
+    collator = DataCollatorForTokenClassification(tokenizer, padding=True)
+    if before_wrap is not None:  # a data pass on the plain model before the trainer wraps it (LoRA-GA)
+        before_wrap(model, tokenized["train"], collator)
     trainer = (trainer_class or SeqFTTrainer)(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
         processing_class=tokenizer,
-        data_collator=DataCollatorForTokenClassification(tokenizer, padding=True),
+        data_collator=collator,
         **(trainer_kwargs or {}),
     )
     dev = tokenized.get("validation")
@@ -372,6 +376,7 @@ def build_lora(
     learning_rate: float = 1e-3,
     lora_options: dict | None = None,
     model_overrides: dict | None = None,
+    before_wrap=None,
     **overrides,
 ) -> ArmSetup:
     """seqft with a LoRA adapter r16/alpha 32 on `target_modules` (the head, and a CRF asked for in
@@ -379,7 +384,11 @@ def build_lora(
     lora = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": target_modules, **(lora_options or {})}
     training = {"learning_rate": learning_rate, **overrides}
     return build_seqft(
-        ctx, model_overrides=model_overrides, training_overrides=training, trainer_kwargs={"peft_config": lora}
+        ctx,
+        model_overrides=model_overrides,
+        training_overrides=training,
+        trainer_kwargs={"peft_config": lora},
+        before_wrap=before_wrap,
     )
 
 
@@ -529,6 +538,7 @@ def build_rs_head(
     target_modules: str = FFN_LORA,
     crf: bool = False,
     lora_options: dict | None = None,
+    before_wrap=None,
 ) -> ArmSetup:
     """seqft_lora_ffn_bias_ln_rs with the head (classifier, and the CRF with `crf`) at `head_factor` times the rate
     of the rest, and optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's
@@ -543,6 +553,7 @@ def build_rs_head(
         model_overrides={"use_crf": crf},
         head_learning_rate=head_factor * rate,
         layer_decay=layer_decay,
+        before_wrap=before_wrap,
     )
 
 
@@ -591,6 +602,58 @@ RS_HEAD_ARMS = [
         {**HI, "layer_decay": 0.85},
     ),
 ]
+
+
+def lora_ga_gradients(batches: int, seed: int):
+    """`before_wrap` for LoRA-GA: peft's `preprocess_loraga` averages each adapted weight's gradient over `batches`
+    random training batches of 32 (the model's own loss, head as initialised), which `init_lora_weights: "lora_ga"`
+    then splits into the adapters' starting values."""
+
+    def prepare(model, train_dataset, collator):
+        from peft import LoraConfig, preprocess_loraga
+
+        from seqft import adapters
+
+        adapters._PREPROCESSED_INITS = {}  # experiment: seqft refuses lora_ga in recipes (see adapters.py)
+        config = LoraConfig(r=16, target_modules=FFN_LORA, init_lora_weights="lora_ga", lora_ga_config={})
+        keep = [
+            c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in train_dataset.column_names
+        ]
+        rows = (
+            train_dataset.shuffle(seed=seed).select(range(min(32 * batches, len(train_dataset)))).select_columns(keep)
+        )
+
+        def train_step():
+            for start in range(0, len(rows), 32):
+                batch = collator([rows[i] for i in range(start, min(start + 32, len(rows)))])
+                model(**batch).loss.backward()
+
+        preprocess_loraga(model, config, train_step)
+
+    return prepare
+
+
+for _name, _what, _options in [
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_ga",
+        "the head at 3x, initialised with LoRA-GA (init_lora_weights 'lora_ga', gradients of 8 batches)",
+        {**HI, "lora_options": {"init_lora_weights": "lora_ga", "lora_ga_config": {}}},
+    ),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_crf_ga",
+        "the CRF head at 3x, initialised with LoRA-GA (init_lora_weights 'lora_ga', gradients of 8 batches)",
+        {**HI, "crf": True, "lora_options": {"init_lora_weights": "lora_ga", "lora_ga_config": {}}},
+    ),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head10_crf_ga",
+        "the CRF head at 10x, initialised with LoRA-GA (init_lora_weights 'lora_ga', gradients of 8 batches)",
+        {"head_factor": 10.0, "crf": True, "lora_options": {"init_lora_weights": "lora_ga", "lora_ga_config": {}}},
+    ),
+]:
+    register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
+        lambda ctx, _o=_options: build_rs_head(ctx, before_wrap=lora_ga_gradients(8, ctx.settings.seed), **_o)
+    )
+
 for _name, _what, _options in RS_HEAD_ARMS:
     register_arm(_name, f"seqft_lora_ffn_bias_ln_rs with {_what}, lr 1e-3")(
         functools.partial(build_rs_head, **_options)
