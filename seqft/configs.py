@@ -524,6 +524,11 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("'use_crf' labels sequences of tokens; remove it for task sequence-classification.")
     if model_args.use_crf and training_args.class_weights is not None:
         raise RecipeError("'class_weights' weights seqft's cross-entropy, but 'use_crf' trains with the CRF's loss.")
+    if model_args.use_crf and training_args.label_smoothing_factor > 0:
+        raise RecipeError(
+            "'label_smoothing_factor' smooths a cross-entropy, but 'use_crf' trains with the CRF's loss (the Trainer "
+            "would swap it for smoothed cross-entropy and leave the CRF untrained): set it to 0, or remove 'use_crf'."
+        )
     if model_args.merge_adapter and not model_args.peft_config:
         raise RecipeError("'merge_adapter' needs an adapter: set 'peft_config' or remove 'merge_adapter'.")
     if (

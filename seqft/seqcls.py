@@ -546,10 +546,9 @@ def multi_label_loss(
     entries = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight, reduction="none")
     loss = torch.where(mask, entries, 0.0).sum()
     if num_items_in_batch is None:
-        num_items_in_batch = mask.sum().clamp(min=1)
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(loss.device)
-    return loss / num_items_in_batch
+        num_items_in_batch = mask.sum()
+    count = torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)  # no label: 0, not NaN
+    return loss / count
 
 
 def balanced_weights(labels: Sequence, num_labels: int, multi_label: bool) -> list[float]:

@@ -17,20 +17,27 @@ On several ranks, what features log is averaged over ranks, and so is the loss t
 the end (the stock Trainer takes rank 0's share of it); evaluation keeps the input order.
 
 Documented override points for subclasses: `compute_loss` (call `super()`), `compute_distillation_loss`,
-`get_layer_id`, `create_model_card`. Everything else is private.
+`get_layer_id`, `get_num_layers`, `create_model_card`. Everything else is private.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import logging
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import SequentialSampler
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 
 from . import checkpoints, optim
+from .configs import SeqFTConfig
+from .errors import RecipeError
 from .seqcls import class_weight_tensor, multi_label_loss
+
+logger = logging.getLogger("seqft")
 
 
 def _base_model(model):
@@ -47,33 +54,47 @@ def declares_own_loss_scaling(model) -> bool:
     return getattr(type(_base_model(model)), "accepts_loss_kwargs", False) is True
 
 
+def as_seqft_config(args) -> SeqFTConfig:
+    """`args` as a `SeqFTConfig`: the stock `TrainingArguments` (every seqft feature off) is copied field by field,
+    and None gives the stock default (`output_dir="trainer_output"`)."""
+    if isinstance(args, SeqFTConfig):
+        return args
+    if args is None:
+        return SeqFTConfig(output_dir="trainer_output")
+    if not isinstance(args, TrainingArguments):
+        raise TypeError(f"args must be a SeqFTConfig or TrainingArguments, got {type(args).__name__}.")
+    return SeqFTConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init})
+
+
 class SeqFTTrainer(Trainer):
     """`Trainer` plus seqft's features. Extra constructor arguments:
 
     - `peft_config`: a `peft.PeftConfig` or a dict with `peft_type` and that method's options; the model is wrapped
       with the adapter and its task head / CRF are trained and saved with it.
     - `teacher_model`: a fine-tuned model (or path) to distil from; see `compute_distillation_loss`.
+
+    Everything else is the stock `Trainer`'s, in its order (`SeqFTTrainer(model, args, data_collator, ...)`);
+    `args` may be a stock `TrainingArguments` (copied into a `SeqFTConfig`, every seqft feature off). `model_init`
+    works too: each model it returns is wrapped with `peft_config`.
+
+    The training loss: the model's own when its class sets `accepts_loss_kwargs = True` (seqft's CRF), else
+    `token_loss` over `labels` (cross-entropy, or MSE for a one-output regression head), divided by the step's
+    labelled count so that it does not depend on gradient accumulation or the number of ranks.
     """
 
     _tag_names = ["seqft"]
 
-    def __init__(
-        self, model=None, args=None, *, peft_config=None, teacher_model=None, compute_loss_func=None, **kwargs
-    ):
-        if peft_config is not None:
+    def __init__(self, *args, peft_config=None, teacher_model=None, **kwargs):
+        params = inspect.signature(Trainer.__init__).bind(self, *args, **kwargs).arguments  # the stock signature
+        params.pop("self")
+        params["args"] = as_seqft_config(params.get("args"))
+        self._peft_config = peft_config  # call_model_init wraps what model_init returns
+        if peft_config is not None and params.get("model") is not None:
             from .adapters import wrap_model
 
-            model = wrap_model(model, peft_config)
-        if compute_loss_func is None and model is not None and not declares_own_loss_scaling(model):
-            smoothing = args.label_smoothing_factor if args is not None else 0.0
-            # class_weights (seqft/seqcls.py): per-class weights of the training loss; evaluation loss stays unweighted
-            weight = class_weight_tensor(getattr(args, "class_weights", None), kwargs.get("train_dataset"), model)
-
-            def compute_loss_func(outputs, labels, num_items_in_batch=None):
-                weighted = weight if weight is not None and self.model.training else None
-                return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
-
-        super().__init__(model=model, args=args, compute_loss_func=compute_loss_func, **kwargs)
+            params["model"] = wrap_model(params["model"], peft_config)
+        super().__init__(**params)
+        self._install_loss(params.get("compute_loss_func"))
         if self.is_deepspeed_enabled and self.args.has_group_rates:
             # an accelerate config's DeepSpeed file too: its "optimizer" block would bypass create_optimizer
             optim.check_deepspeed_optimizer(self.accelerator.state.deepspeed_plugin.deepspeed_config)
@@ -84,12 +105,62 @@ class SeqFTTrainer(Trainer):
             from .adapters import initialize_from_data
 
             initialize_from_data(self)  # EVA's pass over the training set; nothing for other initialisations
-        self._metrics = defaultdict(list)
+        self._metrics = defaultdict(dict)  # name -> {optimiser step: sum of that step's micro-batch values}
         self.teacher_model = None
         if teacher_model is not None:
             from .distill import prepare_teacher
 
             self.teacher_model = prepare_teacher(teacher_model, self)
+
+    def call_model_init(self, trial=None):
+        model = super().call_model_init(trial)
+        if self._peft_config is not None:
+            from .adapters import wrap_model
+
+            model = wrap_model(model, self._peft_config)
+        return model
+
+    def _install_loss(self, user_loss) -> None:
+        """`token_loss` as the Trainer's `compute_loss_func`, unless the model computes its own loss or the caller
+        passed a loss function; settings that would then be silently ignored are refused."""
+        args, model = self.args, self.model
+        own = declares_own_loss_scaling(model)
+        whose = f"{type(_base_model(model)).__name__} computes its own loss" if own else "compute_loss_func is given"
+        if own and args.label_smoothing_factor > 0:
+            raise RecipeError(
+                f"label_smoothing_factor = {args.label_smoothing_factor}: {whose}, and the Trainer would replace it "
+                "with smoothed cross-entropy on the logits (a CRF would be left untrained). Set "
+                "label_smoothing_factor to 0 (or use_crf to false)."
+            )
+        if getattr(args, "class_weights", None) and (own or user_loss is not None):
+            raise RecipeError(
+                f"class_weights weight seqft's cross-entropy, but {whose}: they would be ignored. Remove "
+                "class_weights, or weight the classes in that loss."
+            )
+        if own or user_loss is not None:
+            return
+        if not type(_base_model(model)).__module__.startswith(("transformers.", "seqft.")):
+            logger.warning(
+                f"seqft trains {type(_base_model(model)).__name__} with its own loss (SeqFTTrainer.token_loss on the "
+                "model's logits and `labels`), not with a loss the model computes. To keep the model's loss, set "
+                "`accepts_loss_kwargs = True` on its class (its loss must then be divided by num_items_in_batch), or "
+                "pass compute_loss_func."
+            )
+        smoothing = args.label_smoothing_factor
+        # class_weights (seqft/seqcls.py): per-class weights of the training loss; evaluation loss stays unweighted
+        weight = class_weight_tensor(getattr(args, "class_weights", None), self.train_dataset, model)
+
+        def compute_loss_func(outputs, labels, num_items_in_batch=None):
+            if labels is None:
+                raise RecipeError(
+                    f"SeqFTTrainer computes its loss from `labels`, and this batch has none. A model trained on other "
+                    f"targets must compute its own loss: set `accepts_loss_kwargs = True` on "
+                    f"{type(_base_model(self.model)).__name__}, or pass compute_loss_func."
+                )
+            weighted = weight if weight is not None and self.model.training else None
+            return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
+
+        self.compute_loss_func = compute_loss_func
 
     # ----------------------------------------------------------------------------------------------------------
     # Loss
@@ -104,11 +175,17 @@ class SeqFTTrainer(Trainer):
         and gradients do not depend on how a batch is split. Works for token (B,T,C) and sequence (B,C) logits.
         `weight`: per-class weights (`class_weights`); the weighted sum is still divided by the labelled count.
         Multi-hot labels of the logits' shape (multi-label sequence classification) get binary cross-entropy per
-        (text, label) entry, `weight` as per-label `pos_weight` (`seqft.seqcls.multi_label_loss`).
+        (text, label) entry, `weight` as per-label `pos_weight` (`seqft.seqcls.multi_label_loss`). Float targets of
+        a one-output head (regression) get squared error. A step with no labelled position has loss 0.
         """
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         if labels.shape == logits.shape:
             return multi_label_loss(logits, labels, num_items_in_batch, weight, label_smoothing)
+        if labels.is_floating_point() and logits.shape[-1] == 1:  # a regression head: squared error per item
+            target = labels.reshape(-1).to(logits.device)
+            loss = F.mse_loss(logits.reshape(-1).float(), target.float(), reduction="sum")
+            count = target.numel() if num_items_in_batch is None else num_items_in_batch
+            return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
         # shape: (N, num_labels), N = every position
         flat = logits.reshape(-1, logits.shape[-1]).float()
         target = labels.reshape(-1).to(flat.device)
@@ -117,32 +194,34 @@ class SeqFTTrainer(Trainer):
             flat, target, weight=weight, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing
         )
         if num_items_in_batch is None:
-            num_items_in_batch = target.ne(-100).sum().clamp(min=1)
-        if torch.is_tensor(num_items_in_batch):
-            num_items_in_batch = num_items_in_batch.to(loss.device)
-        return loss / num_items_in_batch
+            num_items_in_batch = target.ne(-100).sum()
+        count = torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)  # no label: 0, not NaN
+        return loss / count
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The hard loss (the model's or `token_loss`), plus the distillation loss while training with a teacher.
 
         Evaluation loss stays the hard loss, so it is comparable across recipes.
         """
+        inputs = dict(inputs)  # the stock compute_loss pops `labels` from what it is given; keep the caller's batch
         if self.teacher_model is None or not model.training:
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         from .distill import student_inputs
 
-        inputs = dict(inputs)  # the stock compute_loss pops `labels`; distillation needs them too
         hard, outputs = super().compute_loss(
             model, student_inputs(self, inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         parts = self.compute_distillation_loss(model, inputs, outputs, num_items_in_batch)
         alpha = self.args.distill_alpha
         loss = (1.0 - alpha) * hard + parts.pop("loss")
-        self._metrics["loss_hard"].append(hard.detach().item())
-        for key, value in parts.items():
-            self._metrics[key].append(value.detach().item() if torch.is_tensor(value) else float(value))
+        for key, value in {"loss_hard": hard, **parts}.items():
+            # each micro-batch's part is its share of the step's (divided by the step's count): summed per step,
+            # as the Trainer sums `loss`, so that the logged parts add up to `loss` under gradient accumulation
+            steps = self._metrics[key]
+            step = self.state.global_step
+            steps[step] = steps.get(step, 0.0) + (value.detach().item() if torch.is_tensor(value) else float(value))
         return (loss, outputs) if return_outputs else loss
 
     def compute_distillation_loss(self, model, inputs, student_outputs, num_items_in_batch=None) -> dict:
@@ -165,6 +244,13 @@ class SeqFTTrainer(Trainer):
         """Override point: depth of a parameter (0 = embeddings, k+1 = block k, num_layers+1 = head/CRF)."""
         return optim.get_layer_id(name, num_layers)
 
+    def get_num_layers(self, model) -> int:
+        """Override point: the number of transformer blocks LLRD spreads its rates over (read from the config)."""
+        try:
+            return optim.num_layers_of(model)
+        except ValueError as err:
+            raise ValueError(f"{err} With SeqFTTrainer: override get_num_layers(model) (and get_layer_id).") from None
+
     def create_optimizer(self, model=None):
         if not self.args.has_group_rates:
             return super().create_optimizer(model)
@@ -178,9 +264,20 @@ class SeqFTTrainer(Trainer):
                 weight_decay=args.weight_decay,
                 head_learning_rate=args.head_learning_rate,
                 get_layer_id=self.get_layer_id,
+                num_layers=self.get_num_layers(opt_model),
                 lora_b_ratio=args.loraplus_lr_ratio,
             )
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+            if self.optimizer_cls_and_kwargs is not None:  # the constructor's optimizer_cls_and_kwargs, as stock
+                optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+            taken = sorted({"params", "model", "optimizer_dict"} & set(optimizer_kwargs))
+            if taken:  # GaLore, LOMO, layer-wise optimisers build their own parameter groups
+                raise RecipeError(
+                    f"optim = {args.optim!r} builds its own parameter groups ({', '.join(taken)}), and "
+                    "layer_decay / head_learning_rate / loraplus_lr_ratio need seqft's: use another optimiser "
+                    "(adamw_torch, sgd, ...) or turn those off."
+                )
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
@@ -230,15 +327,17 @@ class SeqFTTrainer(Trainer):
             super()._push_from_checkpoint(checkpoint_folder)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge what features collected since the last log (mean over steps) and the per-group LRs."""
-        prefix = "eval_" if any(k.startswith("eval_") for k in logs) else ""
-        means = {prefix + key: sum(values) / len(values) for key, values in sorted(self._metrics.items()) if values}
+        """Into training logs: what features collected since the last one (per step, mean over steps) and the
+        per-group LRs. Evaluation logs are left as they are."""
+        if "loss" not in logs:
+            return super().log(logs, start_time)
+        means = {key: sum(steps.values()) / len(steps) for key, steps in sorted(self._metrics.items()) if steps}
         self._metrics.clear()
         if means and self.args.world_size > 1:  # each rank holds its own share; every rank logs at the same steps
             local = torch.tensor(list(means.values()), dtype=torch.float64, device=self.args.device)
             means = dict(zip(means, self.accelerator.reduce(local, reduction="mean").tolist()))
         logs.update(means)
-        if "loss" in logs and self._step_rates is not None and self._step_rates.rates:
+        if self._step_rates is not None and self._step_rates.rates:
             logs.update(self._step_rates.rates)  # each group's rate in the step just taken, as `learning_rate`
         super().log(logs, start_time)
 

@@ -519,6 +519,34 @@ def test_distillation_loss_is_the_same_for_a_batch_and_its_micro_batches(tmp_pat
     assert torch.allclose(grad_whole, student.classifier.weight.grad, atol=1e-6)
 
 
+def test_logged_loss_parts_add_up_to_the_loss_under_accumulation_and_stay_out_of_evaluation(tmp_path):
+    """loss_hard / loss_soft were averaged over micro-batches, each already a share of the step: under gradient
+    accumulation 2 they came out halved. And an evaluation between two training logs carried them as eval_*."""
+    logs = {}
+    for batch, accumulation in ((6, 1), (3, 2), (2, 3)):
+        args = config(
+            tmp_path / str(accumulation),
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_steps=2,
+            learning_rate=1e-9,
+            train_sampling_strategy="sequential",
+            logging_steps=2,
+            eval_strategy="steps",
+            eval_steps=1,
+        )
+        collator = DataCollatorForTokenClassification(tiny_tokenizer())
+        trainer = SeqFTTrainer(bert(), args, collator, tokenised(), tokenised(), teacher_model=bert(seed=1))
+        trainer.train()
+        history = trainer.state.log_history
+        assert not [log for log in history if any(key.startswith("eval_loss_") for key in log)], history
+        logs[accumulation] = next(log for log in history if "loss_hard" in log)
+    for accumulation in (2, 3):
+        for key in ("loss", "loss_hard", "loss_soft"):
+            assert logs[accumulation][key] == pytest.approx(logs[1][key], rel=1e-4), (accumulation, key)
+    assert logs[1]["loss"] == pytest.approx(0.5 * logs[1]["loss_hard"] + 0.5 * logs[1]["loss_soft"], rel=1e-3)
+
+
 def test_teacher_errors_name_the_fix(tmp_path):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")

@@ -1,0 +1,231 @@
+"""SeqFTTrainer used as a library, the way the stock Trainer is: its signature, stock arguments, model_init,
+subclasses, your own optimiser and model, and what it refuses rather than silently ignores."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from datasets import Dataset
+from helpers import SENTENCES, tiny_bert_config, tiny_tokenizer
+from torch import nn
+from transformers import (
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    TrainingArguments,
+)
+from transformers.modeling_outputs import TokenClassifierOutput
+
+from seqft import SeqFTConfig, SeqFTTrainer
+from seqft import data as seqdata
+from seqft.errors import RecipeError
+from seqft.modeling import SeqFTCRFConfig, SeqFTCRFForTokenClassification
+
+LABEL2ID = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4, "B-ORG": 5, "I-ORG": 6}
+
+
+def tokenised():
+    raw = Dataset.from_dict(
+        {
+            "tokens": [w for w, _ in SENTENCES] + [SENTENCES[0][0][:2]] * 2,
+            "tags": [t for _, t in SENTENCES] + [SENTENCES[0][1][:2]] * 2,
+        }
+    )
+    return seqdata.tokenize_split(raw, tiny_tokenizer(), LABEL2ID, 32, False).remove_columns(
+        ["tokens", "tags", "length", "num_words_kept"]
+    )
+
+
+def bert(seed=0):
+    torch.manual_seed(seed)
+    config = tiny_bert_config(num_labels=7, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForTokenClassification(config)
+
+
+def crf():
+    tok = tiny_tokenizer()
+    return SeqFTCRFForTokenClassification(
+        SeqFTCRFConfig(
+            encoder_config=tiny_bert_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+            id2label={i: label for label, i in LABEL2ID.items()},
+            label2id=LABEL2ID,
+            label_scheme="IOB2",
+            special_token_ids=[i for i in tok.all_special_ids if i != tok.unk_token_id],
+        )
+    )
+
+
+def settings(tmp_path, cls=SeqFTConfig, batch=8, accumulation=1, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / f"out-{batch}-{accumulation}"),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        train_sampling_strategy="sequential",
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        max_grad_norm=1e9,
+    )
+    values.update(overrides)
+    return cls(**values)
+
+
+def collator():
+    return DataCollatorForTokenClassification(tiny_tokenizer())
+
+
+def test_stock_signature_arguments_and_model_init_train_as_with_a_model(tmp_path):
+    """The stock positional order, a stock TrainingArguments and model_init all reach seqft's loss: the same one-step
+    loss, and the same under gradient accumulation (model_init used to drop the loss, doubling it under GA 2)."""
+    data = tokenised()
+    reference = SeqFTTrainer(bert(), settings(tmp_path), collator(), data).train().training_loss
+    stock = SeqFTTrainer(model=bert(), args=settings(tmp_path, cls=TrainingArguments), train_dataset=data)
+    assert isinstance(stock.args, SeqFTConfig)
+    stock.data_collator = collator()
+    assert stock.train().training_loss == pytest.approx(reference, rel=1e-6)
+    for accumulation in (1, 2):
+        trainer = SeqFTTrainer(
+            model_init=lambda: bert(),
+            args=settings(tmp_path, batch=8 // accumulation, accumulation=accumulation),
+            data_collator=collator(),
+            train_dataset=data,
+        )
+        assert trainer.train().training_loss == pytest.approx(reference, rel=1e-5), accumulation
+    assert SeqFTTrainer(bert()).args.output_dir == "trainer_output"  # args=None, as the stock Trainer
+
+
+def test_peft_config_wraps_every_model_model_init_returns(tmp_path):
+    trainer = SeqFTTrainer(
+        model_init=lambda: bert(),
+        args=settings(tmp_path, max_steps=2),
+        data_collator=collator(),
+        train_dataset=tokenised(),
+        peft_config={"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]},
+    )
+    assert hasattr(trainer.model, "peft_config")
+    trainer.train()  # model_init is called again here: that model is wrapped too
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable), trainable
+
+
+def test_a_crf_refuses_what_it_would_silently_ignore(tmp_path):
+    # label smoothing made the stock Trainer swap the CRF's likelihood for smoothed cross-entropy (CRF untrained)
+    with pytest.raises(RecipeError, match=r"label_smoothing_factor = 0.1: SeqFTCRFForTokenClassification computes"):
+        SeqFTTrainer(crf(), settings(tmp_path, label_smoothing_factor=0.1), collator(), tokenised())
+    with pytest.raises(RecipeError, match=r"class_weights weight seqft's cross-entropy, but SeqFTCRFFor"):
+        SeqFTTrainer(crf(), settings(tmp_path, class_weights=[1.0] * 7), collator(), tokenised())
+    with pytest.raises(RecipeError, match=r"but compute_loss_func is given: they would be ignored"):
+        SeqFTTrainer(
+            bert(), settings(tmp_path, class_weights=[1.0] * 7), collator(), tokenised(), compute_loss_func=print
+        )
+    from seqft.configs import validate_args
+    from seqft.parser import parse_recipe
+
+    (tmp_path / "r.json").write_text(
+        json.dumps(
+            {
+                "model_name_or_path": "m",
+                "train_file": "t",
+                "output_dir": "o",
+                "use_crf": True,
+                "label_smoothing_factor": 0.1,
+            }
+        )
+    )
+    with pytest.raises(RecipeError, match=r"'label_smoothing_factor' smooths a cross-entropy, but 'use_crf'"):
+        validate_args(*parse_recipe([str(tmp_path / "r.json")])[:3])
+
+
+def test_a_compute_loss_override_may_read_its_inputs_after_super(tmp_path):
+    seen = []
+
+    class Mine(SeqFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            seen.append(int(inputs["labels"].ne(-100).sum()))  # the stock compute_loss popped them from its dict
+            return loss
+
+    Mine(bert(), settings(tmp_path), collator(), tokenised()).train()
+    assert seen == [sum(len(w) for w, _ in SENTENCES) + 4]
+
+
+def test_group_rates_use_the_constructors_optimizer_class(tmp_path):
+    sgd = (torch.optim.SGD, {"momentum": 0.9})
+    for extra in ({}, {"layer_decay": 0.8}, {"head_learning_rate": 1e-3}):
+        trainer = SeqFTTrainer(
+            bert(), settings(tmp_path, **extra), collator(), tokenised(), optimizer_cls_and_kwargs=sgd
+        )
+        optimizer = trainer.create_optimizer()
+        assert type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"] == 0.9, extra
+        assert (len(optimizer.param_groups) > 2) == bool(extra)  # seqft's groups, one per depth
+
+
+class Tagger(nn.Module):
+    """A model of the user's own: an embedding, two blocks, a head; no config LLRD could read depths from."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(200, 8)
+        self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
+        self.head = nn.Linear(8, 7)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
+        hidden = self.embed(input_ids)
+        for block in self.blocks:
+            hidden = torch.tanh(block(hidden))
+        return TokenClassifierOutput(logits=self.head(hidden))
+
+
+def test_llrd_on_a_model_of_ones_own_through_the_override_points(tmp_path, caplog):
+    class Mine(SeqFTTrainer):
+        def get_num_layers(self, model):
+            return 2
+
+        def get_layer_id(self, name, num_layers):
+            if name.startswith("embed"):
+                return 0
+            return int(name.split(".")[1]) + 1 if name.startswith("blocks") else num_layers + 1
+
+    args = settings(tmp_path, layer_decay=0.5, learning_rate=0.1, optim="adamw_torch")
+    with pytest.raises(ValueError, match=r"Cannot tell how many transformer blocks Tagger has.*override get_num_lay"):
+        SeqFTTrainer(Tagger(), args, collator(), tokenised()).create_optimizer()
+    with caplog.at_level(logging.WARNING, logger="seqft"):
+        trainer = Mine(Tagger(), args, collator(), tokenised())
+    assert "seqft trains Tagger with its own loss (SeqFTTrainer.token_loss" in caplog.text  # not the model's
+    rates = {g["layer_name"]: g["lr"] for g in trainer.create_optimizer().param_groups}
+    assert rates["embeddings"] == pytest.approx(0.1 * 0.5**2) and rates["layer_00"] == pytest.approx(0.1 * 0.5)
+    trainer.train()
+
+
+def test_a_regression_head_trains_with_squared_error_of_the_whole_step(tmp_path):
+    tok = tiny_tokenizer()
+    texts = [" ".join(w) for w, _ in SENTENCES]
+    data = Dataset.from_dict({"text": texts, "label": [float(i) for i in range(len(texts))]})
+    data = data.map(lambda row: tok(row["text"]), remove_columns=["text"])
+    losses = []
+    for accumulation in (1, 2):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(tiny_bert_config(num_labels=1, hidden_dropout_prob=0.0))
+        args = settings(tmp_path, batch=6 // accumulation, accumulation=accumulation, learning_rate=1e-3)
+        losses.append(SeqFTTrainer(model, args, DataCollatorWithPadding(tok), data).train().training_loss)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)  # a float target no longer crashes cross-entropy
+
+
+def test_a_step_without_a_labelled_position_has_loss_zero_not_nan():
+    logits = torch.randn(2, 3, 7, requires_grad=True)
+    labels = torch.full((2, 3), -100)
+    for count in (torch.tensor(0), 0, None):
+        loss = SeqFTTrainer.token_loss({"logits": logits}, labels, count)
+        loss.backward()
+        assert loss.item() == 0.0 and torch.isfinite(logits.grad).all(), count
