@@ -765,6 +765,35 @@ def _base_model_path(model: nn.Module) -> str | None:
     return _portable_path(path)
 
 
+STUDENT_BASE_DIR = "student_base"
+
+
+def save_student_base(model: nn.Module, output_dir: str, main_process: bool = True) -> str:
+    """Save the encoder of a student built from selected blocks (`distill.build_student_from_teacher`) to
+    `output_dir/student_base` and name it as the model's source; returns that path.
+
+    Such a student's base exists on no disk: without this, its adapter would record the teacher's (or the encoder's)
+    folder as the base it adapts, and `load_adapter_model` / `seqft.predict` would rebuild the wrong encoder (all its
+    blocks, or the teacher's CRF checkpoint read as an encoder) without an error. Call it before `wrap_model`, on
+    every rank (ZeRO-3 gathers the weights); only `main_process` writes.
+    """
+    path = os.path.abspath(os.path.join(output_dir, STUDENT_BASE_DIR))
+    encoder = _encoder_of(model) or model
+    partitioned = [p for p in encoder.parameters() if hasattr(p, "ds_id")]  # loaded under DeepSpeed ZeRO-3
+    if partitioned:
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+    else:
+        gathered = contextlib.nullcontext()
+    with gathered:
+        if main_process:
+            encoder.save_pretrained(path)
+    for module in {id(m): m for m in (model, encoder)}.values():
+        module.name_or_path = module.config._name_or_path = path
+    return path
+
+
 def trainable_parameters(model: nn.Module) -> dict:
     """{"trainable": n, "total": n, "share": trainable / total} over the model's parameters (each counted once;
     DeepSpeed ZeRO-3 partitions by their full size). With peft, `total` includes the frozen originals of the
@@ -918,7 +947,11 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
         from .modeling import SeqFTCRFForTokenClassification
 
         # the CRF model wraps a pretrained encoder: load that, then build the head and CRF (restored below) around it
-        encoder = AutoModel.from_pretrained(base_path, config=config.encoder_config, **from_pretrained_kwargs)
+        if AutoConfig.from_pretrained(base_path, **from_pretrained_kwargs).model_type == config.model_type:
+            # the run trained on from an earlier CRF run's folder: the encoder inside it
+            encoder = SeqFTCRFForTokenClassification.from_pretrained(base_path, **from_pretrained_kwargs).encoder
+        else:
+            encoder = AutoModel.from_pretrained(base_path, config=config.encoder_config, **from_pretrained_kwargs)
         base = SeqFTCRFForTokenClassification(config, encoder=encoder)
     else:
         auto_cls = (
@@ -943,6 +976,37 @@ def _unwrap_modules_to_save(peft_model) -> None:
             parent_name, _, child = name.rpartition(".")
             parent = peft_model.get_submodule(parent_name) if parent_name else peft_model
             setattr(parent, child, module.modules_to_save[module.active_adapter])
+
+
+@contextlib.contextmanager
+def _whole_models():
+    """Inside: models load whole on this process. Under DeepSpeed ZeRO-3, transformers otherwise loads each one
+    partitioned across the ranks (zero.Init), which needs every rank to take part."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref  # what is_deepspeed_zero3_enabled() reads
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def merge_after_training(trainer, output_dir: str | os.PathLike, tokenizer=None):
+    """`merge_and_save` for the model a run has just trained and saved (`trainer.save_model()`), on the main process.
+
+    Under DeepSpeed ZeRO-3 each rank holds only a shard of every weight (a merge of those would fail on their empty
+    local tensors), so the main process merges the adapter the run saved in `trainer.args.output_dir` instead,
+    reloaded whole onto the base model (`load_adapter_model`).
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not trainer.is_world_process_zero():
+        return None
+    if not is_deepspeed_zero3_enabled():
+        return merge_and_save(trainer.model, output_dir, tokenizer)
+    with _whole_models():
+        return merge_and_save(load_adapter_model(trainer.args.output_dir), output_dir, tokenizer)
 
 
 def merge_and_save(peft_model, output_dir: str | os.PathLike, tokenizer=None):

@@ -200,7 +200,7 @@ PREVIOUS_RUN_FILES = (
     "test_classification_report.json",
     "test_confusion_matrix.png",
 )
-PREVIOUS_RUN_DIRS = ("merged",)  # merge_adapter's plain model
+PREVIOUS_RUN_DIRS = ("merged", "student_base")  # merge_adapter's plain model; an adapted student's own blocks
 
 
 def previous_run(output_dir: str | os.PathLike) -> list[str]:

@@ -304,6 +304,8 @@ def run(argv=None) -> dict:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
     if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
         model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
+        if model_args.peft_config:  # the adapter's base: these blocks, saved, not the folder they came from
+            adapters.save_student_base(model, training_args.output_dir, training_args.should_save)
     max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config)
 
     truncated = {}  # sequence classification: texts cut by max_seq_length, per split
@@ -388,8 +390,8 @@ def run(argv=None) -> dict:
             raise SeqFTError("do_train is set but no training split was loaded.")
         train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
-        if model_args.merge_adapter and trainer.is_world_process_zero():
-            adapters.merge_and_save(trainer.model, os.path.join(training_args.output_dir, "merged"), tokenizer)
+        if model_args.merge_adapter:
+            adapters.merge_after_training(trainer, os.path.join(training_args.output_dir, "merged"), tokenizer)
         metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
         if model_args.peft_config:
             counts = adapters.trainable_parameters(trainer.model)

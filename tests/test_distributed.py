@@ -247,6 +247,7 @@ def features() -> dict:
             "lora_dropout": 0.0,
             "target_modules": ["query", "value"],
         }
+        on["merge_adapter"] = True  # under ZeRO-3 the main process merges the saved adapter, not its shards
     if has_module("seqft.distill"):
         on["distill_alpha"] = 0.5
         on["teacher_model_name_or_path"] = None  # filled with the fixture's teacher
@@ -369,6 +370,10 @@ def check_two_rank_run(out: Path, single: Path, rtol: float, atol: float, loss_r
         assert (out / "README.md").is_file()
     if "peft_config" in features():
         assert (out / "adapter_config.json").is_file()
+        merged, merged_single = (load_file(d / "merged" / "model.safetensors") for d in (out, single))
+        assert merged.keys() == merged_single.keys() and merged
+        for name, value in merged_single.items():
+            torch.testing.assert_close(merged[name], value, rtol=rtol, atol=atol, msg=f"merged/{name}")
 
     # the same training: weights, loss, and every logged step
     ours, theirs = weights(out), weights(single)

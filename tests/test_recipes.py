@@ -145,3 +145,90 @@ def test_student_init_needs_student_layers(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({**recipe, "student_init": "pretrained"}))
     with pytest.raises(RecipeError, match="'student_init' = 'pretrained' is out of range"):
         parse_recipe([str(tmp_path / "r.json")])
+
+
+@pytest.mark.parametrize(("teacher", "student_init"), [("teacher", "model"), ("teacher_crf", "teacher")])
+def test_an_adapted_student_of_selected_blocks_reloads_as_it_was_trained(
+    fixtures, tmp_path, capsys, teacher, student_init
+):
+    """The adapter's base is the student's own blocks (output_dir/student_base), not the folder they were copied from:
+    the adapter folder reloads to the merged model's outputs and predicts as training did."""
+    from transformers import AutoModelForTokenClassification
+
+    from seqft.adapters import load_adapter_model
+    from seqft.predict import main as predict
+
+    out = tmp_path / "out"
+    recipe = {
+        "model_name_or_path": str(fixtures / "encoder"),
+        "teacher_model_name_or_path": str(fixtures / teacher),
+        "student_layers": [1],
+        "student_init": student_init,
+        "use_crf": teacher == "teacher_crf",
+        "peft_config": {"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]},
+        "merge_adapter": True,
+        "train_file": str(fixtures / "train.txt"),
+        "test_file": str(fixtures / "test.txt"),
+        "output_dir": str(out),
+        "do_train": True,
+        "do_predict": True,
+        "max_steps": 2,
+        "learning_rate": 1e-2,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 0
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(out / "student_base")
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        adapted = load_adapter_model(out)(**batch).logits
+        merged = AutoModelForTokenClassification.from_pretrained(out / "merged").eval()(**batch).logits
+    torch.testing.assert_close(adapted, merged, atol=1e-5, rtol=0)
+    assert predict([str(out), str(fixtures / "test.txt"), "--format", "conll", "-o", str(tmp_path / "p")]) == 0
+    header, predicted = (tmp_path / "p").read_text().split("\n\n", 1)
+    assert predicted == (out / "test_predictions.txt").read_text()
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_training_on_from_an_earlier_crf_run(fixtures, tmp_path, adapter):
+    """model_name_or_path = a seqft CRF folder with use_crf: its classifier and CRF carry on (same labels), and a
+    LoRA adapter trained on it reloads onto that folder's encoder. It used to end in a traceback."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForTokenClassification
+
+    from seqft.adapters import load_adapter_model
+
+    out = tmp_path / "out"
+    recipe = {
+        "model_name_or_path": str(fixtures / "teacher_crf"),
+        "use_crf": True,
+        "train_file": str(fixtures / "train.txt"),
+        "output_dir": str(out),
+        "do_train": True,
+        "max_steps": 1,
+        "learning_rate": 1e-12 if not adapter else 1e-2,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    if adapter:
+        recipe.update(
+            peft_config={"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}, merge_adapter=True
+        )
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 0
+    if not adapter:
+        before, after = (load_file(d / "model.safetensors") for d in (fixtures / "teacher_crf", out))
+        for name in ("crf.transitions", "crf.start_transitions", "classifier.weight"):
+            torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=0, msg=name)
+        return
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        adapted = load_adapter_model(out)(**batch).logits
+        merged = AutoModelForTokenClassification.from_pretrained(out / "merged").eval()(**batch).logits
+    torch.testing.assert_close(adapted, merged, atol=1e-5, rtol=0)

@@ -11,7 +11,7 @@ import inspect
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 
@@ -127,13 +127,25 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         The classifier and the CRF are freshly initialised (transition scores near zero). For
         `special_token_ids` pass the tokenizer's structural special tokens, e.g.
         `[i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]`.
+
+        `model_name_or_path` may also be a model of this class (training on from an earlier CRF run): with the same
+        labels and scheme its classifier and CRF are kept, as `from_pretrained` keeps a softmax head; otherwise only
+        its encoder is.
         """
         if isinstance(id2label, (list, tuple)):
             id2label = dict(enumerate(id2label))
         id2label = {int(i): str(label) for i, label in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
-        encoder = AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+        kept = None  # an earlier CRF run with these labels: its classifier and CRF
+        saved_type = AutoConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs).model_type
+        if saved_type == cls.config_class.model_type:
+            trained = cls.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+            encoder = trained.encoder
+            if trained.config.id2label == id2label and trained.config.label_scheme == label_scheme:
+                kept = trained
+        else:
+            encoder = AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
         config = SeqFTCRFConfig(
             encoder_config=encoder.config,
             id2label=id2label,
@@ -144,6 +156,10 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
             crf_constraints=crf_constraints,
         )
         model = cls(config, encoder=encoder)
+        model.name_or_path = model.config._name_or_path = str(model_name_or_path)  # where the weights came from
+        if kept is not None:
+            model.classifier.load_state_dict(kept.classifier.state_dict())
+            model.crf.load_state_dict(kept.crf.state_dict())
         model.classifier.to(device=encoder.device, dtype=encoder.dtype)
         model.crf.to(device=encoder.device)
         return model
