@@ -67,3 +67,27 @@ def write_conll(path: Path, sentences=SENTENCES, docstart: bool = True, extra_co
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def one_step_args(output_dir, batch: int, accumulation: int = 1, cls=None, **overrides):
+    """Arguments of one plain SGD step at rate 1 over the batches in order, no clipping: the weights then move by
+    exactly the gradient, so runs that split the same batch differently (accumulation, ranks) can be compared."""
+    from seqft import SeqFTConfig
+
+    values = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        train_sampling_strategy="sequential",
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        max_grad_norm=1e9,
+    )
+    return (cls or SeqFTConfig)(**{**values, **overrides})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import save_tiny_bert, tiny_bert_config, tiny_tokenizer
+from helpers import one_step_args, save_tiny_bert, tiny_bert_config, tiny_tokenizer
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -419,22 +419,8 @@ def _one_step(tmp_path, trainer_cls, batch, accumulation, multi=False, class_wei
     config = tiny_bert_config(num_labels=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     config.problem_type = seqcls.MULTI_LABEL if multi else seqcls.SINGLE_LABEL
     model = BertForSequenceClassification(config)
-    args = SeqFTConfig(
-        output_dir=str(tmp_path / trainer_cls.__name__ / str(accumulation)),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        train_sampling_strategy="sequential",
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        logging_steps=1,
-        max_grad_norm=1e9,
-        class_weights=class_weights,
+    args = one_step_args(
+        tmp_path / trainer_cls.__name__ / str(accumulation), batch, accumulation, class_weights=class_weights
     )
     trainer = trainer_cls(model=model, args=args, train_dataset=ds, data_collator=seqcls.collator(tok))
     result = trainer.train()

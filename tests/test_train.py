@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from helpers import SENTENCES, save_tiny_bert, tiny_tokenizer, write_conll
+from helpers import SENTENCES, one_step_args, save_tiny_bert, tiny_tokenizer, write_conll
 from transformers import (
     AutoModelForTokenClassification,
     BertForTokenClassification,
@@ -244,22 +244,7 @@ def _one_step(tmp_path, trainer_cls, batch, accumulation):
     model = BertForTokenClassification(
         tiny_bert_config(num_labels=7, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     )
-    args = SeqFTConfig(
-        output_dir=str(tmp_path / trainer_cls.__name__ / str(accumulation)),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        train_sampling_strategy="sequential",
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        logging_steps=1,
-        max_grad_norm=1e9,
-    )
+    args = one_step_args(tmp_path / trainer_cls.__name__ / str(accumulation), batch, accumulation)
     kwargs = dict(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForTokenClassification(tok))
     trainer = trainer_cls(**kwargs)
     result = trainer.train()

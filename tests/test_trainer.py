@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 from datasets import Dataset
-from helpers import SENTENCES, tiny_bert_config, tiny_tokenizer
+from helpers import SENTENCES, one_step_args, tiny_bert_config, tiny_tokenizer
 from torch import nn
 from transformers import (
     BertForSequenceClassification,
@@ -59,25 +59,8 @@ def crf():
     )
 
 
-def settings(tmp_path, cls=SeqFTConfig, batch=8, accumulation=1, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / f"out-{batch}-{accumulation}"),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        train_sampling_strategy="sequential",
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        logging_steps=1,
-        max_grad_norm=1e9,
-    )
-    values.update(overrides)
-    return cls(**values)
+def settings(tmp_path, cls=None, batch=8, accumulation=1, **overrides):
+    return one_step_args(tmp_path / f"out-{batch}-{accumulation}", batch, accumulation, cls=cls, **overrides)
 
 
 def collator():
