@@ -539,10 +539,12 @@ def build_rs_head(
     crf: bool = False,
     lora_options: dict | None = None,
     before_wrap=None,
+    loraplus_lr_ratio: float | None = None,
 ) -> ArmSetup:
     """seqft_lora_ffn_bias_ln_rs with the head (classifier, and the CRF with `crf`) at `head_factor` times the rate
     of the rest, and optionally layer-wise decay of the rest (each adapter, bias and LayerNorm at its layer's
-    rate); `lora_options` adds peft LoraConfig options."""
+    rate) or LoRA+ (B matrices at `loraplus_lr_ratio` times their layer's rate); `lora_options` adds peft LoraConfig
+    options."""
     options = {**BIASES_AND_NORMS, "use_rslora": True, "lora_alpha": alpha, **(lora_options or {})}
     rate = ctx.learning_rate or 1e-3
     return build_lora(
@@ -554,6 +556,7 @@ def build_rs_head(
         head_learning_rate=head_factor * rate,
         layer_decay=layer_decay,
         before_wrap=before_wrap,
+        loraplus_lr_ratio=loraplus_lr_ratio,
     )
 
 
@@ -595,6 +598,11 @@ RS_HEAD_ARMS = [
         "seqft_lora_ffn_bias_ln_rs_head_hi_olora",
         "the head at 3x, initialised with OLoRA (init_lora_weights 'olora')",
         {**HI, "lora_options": {"init_lora_weights": "olora"}},
+    ),
+    (
+        "seqft_lora_ffn_bias_ln_rs_head_hi_crf_plus4",
+        "the CRF head at 3x and LoRA+ ratio 4 (B matrices at 4x their layer's rate)",
+        {**HI, "crf": True, "loraplus_lr_ratio": 4.0},
     ),
     (
         "seqft_lora_ffn_bias_ln_rs_head_hi_llrd",
