@@ -602,7 +602,11 @@ class _SavesBaseConfig:
         kwargs.setdefault("save_embedding_layers", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            self.get_base_model().config.save_pretrained(os.path.join(save_directory, BASE_CONFIG_DIR))
+            base = self.get_base_model()
+            config = copy.deepcopy(base.config)
+            # the task model's class: a config read from the encoder's folder still names the encoder's (BertModel)
+            config.architectures = [type(base).__name__]
+            config.save_pretrained(os.path.join(save_directory, BASE_CONFIG_DIR))
 
 
 class SeqFTPeftModelForSequenceClassification(_SavesBaseConfig, PeftModelForSequenceClassification):

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import os
 import sys
 import types
 import typing
@@ -205,8 +206,11 @@ def _json_lists(argv: list[str], known: dict) -> list[str]:
 def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, SeqFTConfig, dict]:
     """Parse `[RECIPE.json] [--field value ...]` into the three dataclasses.
 
-    Returns them and the recipe as written (before command-line overrides), for the resolved-recipe record.
+    Returns them and the recipe as written (before command-line overrides), for the resolved-recipe record. A single
+    path (`parse_recipe("recipe.json")`) is one argument, not a sequence of characters.
     """
+    if isinstance(argv, (str, os.PathLike)):
+        argv = [os.fspath(argv)]
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     recipe_path = next((a for a in argv if a.endswith(".json") and not a.startswith("-")), None)

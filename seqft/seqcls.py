@@ -15,7 +15,8 @@ only call in:
   that fit both (e.g. 1..3 of 4 names) are an error asking for `label_id_base`. Strings of digits count as ids
   when a names file is given; other strings must be one of its names.
 * **Labels** (`prepare_labels`): the label list is the names file's order, else a fine-tuned checkpoint's or a
-  teacher's, else the sorted names of the training split. An unknown label, a missing column, an empty label or
+  teacher's, else the sorted names of the training split (numbers in number order). A run that trains on from a
+  fine-tuned classifier with the same labels keeps its order. An unknown label, a missing column, an empty label or
   a ragged CSV row is a `DataError` naming the file and line (row for JSON lists).
 * **Multi-label** (`problem_type: "multi_label_classification"`, or inferred from list-valued labels: JSON lists,
   or CSV cells holding a JSON list; with `problem_type` set, a CSV cell may also list names separated by
@@ -84,6 +85,12 @@ def is_sequence_classifier(model_or_config) -> bool:
 
 def is_sequence_classifier_dir(model_dir: str) -> bool:
     """Whether a saved model directory (full, merged or adapter-only) holds a sequence classifier."""
+    adapter = os.path.join(model_dir, "adapter_config.json")
+    if os.path.isfile(adapter):
+        with open(adapter, encoding="utf-8") as fh:
+            task_type = json.load(fh).get("task_type")
+        if task_type:
+            return str(task_type).upper() == "SEQ_CLS"
     for path in (os.path.join(model_dir, "config.json"), os.path.join(model_dir, "base_config", "config.json")):
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as fh:
@@ -198,6 +205,24 @@ def _text(value, where: str, column: str) -> str:
     return str(value)
 
 
+def _row_text(location: str, parts: Sequence[str], texts: Sequence[str], pair_value, pair: str | None, sep: str):
+    """A row's text (its text columns joined) and its pair's, each required to hold something to classify."""
+    text = sep.join(part for part in parts if part)
+    if not text.strip():  # nothing to classify: a data bug, not a training example
+        raise DataError(
+            f"{location}: the text is empty ({', '.join(repr(c) for c in texts)} null or blank). Remove the row or "
+            "fill in its text."
+        )
+    if pair is None:
+        return text, None
+    if not pair_value.strip():  # a pair model would learn from (and predict on) a pair with nothing in it
+        raise DataError(
+            f"{location}: the second text ('{pair}', text_pair_column_name) is empty or null. Remove the row or fill "
+            "it in."
+        )
+    return text, pair_value
+
+
 def normalise_records(records: Sequence[tuple[str, dict]], path: str, data_args) -> dict[str, list]:
     """Rows of a file -> {"text", ["text_pair"], "label", "source"}; `label` still raw (name, id or list)."""
     name = os.path.basename(path)
@@ -214,15 +239,11 @@ def normalise_records(records: Sequence[tuple[str, dict]], path: str, data_args)
             if column not in row:
                 raise DataError(f"{location}: the row has no column '{column}' (its keys: {', '.join(row)}).")
         parts = [_text(row[column], location, column) for column in texts]
-        text = data_args.text_separator.join(part for part in parts if part)
-        if not text.strip():  # nothing to classify: a data bug, not a training example
-            raise DataError(
-                f"{location}: the text is empty ({', '.join(repr(c) for c in texts)} null or blank). Remove the row "
-                "or fill in its text."
-            )
+        second = _text(row[pair], location, pair) if pair else None
+        text, second = _row_text(location, parts, texts, second, pair, data_args.text_separator)
         out["text"].append(text)
         if pair:
-            out["text_pair"].append(_text(row[pair], location, pair))
+            out["text_pair"].append(second)
         out["label"].append(row[label])
         out["source"].append(f"{name}:{where}")
     return out
@@ -250,16 +271,21 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
                 for value in values
             ]
         columns = {name: ds[name] for name in dict.fromkeys([*texts, *([pair] if pair else [])])}
-        rows = {
-            "text": [
-                data_args.text_separator.join(str(columns[c][i]) for c in texts if columns[c][i])
-                for i in range(len(ds))
-            ],
-            "label": values,
-            "source": [f"{where}:row {i}" for i in range(len(ds))],
-        }
+        sources = [f"{where}:row {i}" for i in range(len(ds))]
+        pairs = [
+            _row_text(
+                sources[i],
+                [_text(columns[c][i], sources[i], c) for c in texts],
+                texts,
+                _text(columns[pair][i], sources[i], pair) if pair else None,
+                pair,
+                data_args.text_separator,
+            )
+            for i in range(len(ds))
+        ]  # the checks of a file's rows
+        rows = {"text": [text for text, _ in pairs], "label": values, "source": sources}
         if pair:
-            rows["text_pair"] = [str(v) if v is not None else "" for v in columns[pair]]
+            rows["text_pair"] = [second for _, second in pairs]
         out[split] = rows
     return out
 
@@ -386,7 +412,9 @@ def prepare_labels(raw, data_args, known_labels: list[str] | None = None):
     else:
         pool = raw.get("train")
         values = pool["label"] if pool is not None else [v for split in raw.values() for v in split["label"]]
-        label_names = sorted({name for v in values for name in (v if multi else [v])})
+        found = {name for v in values for name in (v if multi else [v])}
+        # sorted by name; labels that are all numbers in number order (2 before 10), so that ids stay in step
+        label_names = sorted(found, key=int) if all(str(name).isdigit() for name in found) else sorted(found)
     index = {name: i for i, name in enumerate(label_names)}
 
     def targets(split_name, split):
@@ -441,6 +469,31 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None):
 # Model and tokenisation
 
 
+def evaluate_as_trained(data_args, model_path: str, load_kwargs: dict) -> None:
+    """For a run that evaluates a fine-tuned classifier without training it: its problem type and multi-label
+    threshold (saved in its config) unless the recipe sets them. An explicit other problem type is an error; an
+    explicit threshold other than the default wins. Sets them on `data_args`, which the resolved recipe records."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    if not os.path.isfile(os.path.join(model_path, "config.json")):
+        return  # a Hub id is read as it loads; an adapter folder is reported by seqft.train
+    config = AutoConfig.from_pretrained(model_path, **load_kwargs)
+    saved = getattr(config, "problem_type", None)
+    if saved in PROBLEM_TYPES:
+        if data_args.problem_type not in (None, saved):
+            raise RecipeError(
+                f"'problem_type' = {data_args.problem_type!r}, but {model_path} was trained as {saved}: remove "
+                "problem_type to evaluate it as it was trained."
+            )
+        data_args.problem_type = saved
+    threshold = getattr(config, "multi_label_threshold", None)
+    default = {f.name: f.default for f in dataclasses.fields(data_args)}["multi_label_threshold"]
+    if isinstance(threshold, float) and data_args.multi_label_threshold == default:
+        data_args.multi_label_threshold = threshold
+
+
 def load_model(model_args, label_names: list[str], problem_type: str, load_kwargs: dict, threshold: float = 0.5):
     """`AutoModelForSequenceClassification` with the label names, problem type (and multi-label threshold) in its
     config, so the saved model works with `pipeline("text-classification")` as it is."""
@@ -466,10 +519,15 @@ def load_model(model_args, label_names: list[str], problem_type: str, load_kwarg
     )
 
 
-def configure_tokenizer(tokenizer, truncation_side: str):
-    """Set the side long texts are cut on; saved with the tokenizer, so prediction and the pipeline cut alike."""
-    tokenizer.truncation_side = truncation_side
-    tokenizer.init_kwargs["truncation_side"] = truncation_side  # what save_pretrained writes to tokenizer_config
+def configure_tokenizer(tokenizer, truncation_side: str, max_length: int | None = None):
+    """Set the side long texts are cut on and the length they are cut to (`max_seq_length`); both are saved with the
+    tokenizer, so `pipeline("text-classification", ..., truncation=True)` cuts as training and prediction do."""
+    settings = {"truncation_side": truncation_side}
+    if max_length is not None:
+        settings["model_max_length"] = max_length
+    for key, value in settings.items():
+        setattr(tokenizer, key, value)
+        tokenizer.init_kwargs[key] = value  # what save_pretrained writes to tokenizer_config.json
     return tokenizer
 
 
@@ -856,6 +914,12 @@ def parse_rows(lines: Sequence[str], name: str, input_format: str) -> list[dict]
     suffix = Path(name).suffix.lower() if name != "-" else ""
     if input_format == "conll":
         raise DataError(f"{name}: a sequence classifier reads text or JSON Lines, not CoNLL columns.")
+    if input_format == "auto" and suffix in (".csv", ".tsv"):  # as text, its header and label column would be read
+        raise DataError(
+            f"{name}: seqft.predict reads one text per line or JSON Lines, not {suffix[1:].upper()} columns: write the "
+            'texts as JSON Lines ({"text": ..., "text_pair": ...}), or pass --input-format text to read each line '
+            "whole."
+        )
     head = next((line for line in lines if line.strip()), "")
     jsonl = input_format == "jsonl" or (
         input_format == "auto" and (suffix in JSONL_SUFFIXES or head.lstrip().startswith("{"))
@@ -897,6 +961,16 @@ def predict_cli(args) -> int:
     pairs = [r.get("text_pair") for r in rows]
     if any(p is not None for p in pairs) and any(p is None for p in pairs):
         raise DataError("some rows have a 'text_pair' and others not: give every row a pair, or none.")
+    from .predict import read_recipe
+
+    trained_on = read_recipe(args.model_dir).get("text_pair_column_name")
+    if rows and (trained_on is not None) != (pairs[0] is not None):
+        raise DataError(
+            f"the model was trained on text pairs ('{trained_on}' as the second text): give each row a "
+            '"text_pair" (JSON Lines: {"text": ..., "text_pair": ...}).'
+            if trained_on
+            else "the model was trained on single texts: remove 'text_pair' from the rows."
+        )
     classifier = TextClassifier(
         args.model_dir, device=args.device, batch_size=args.batch_size, max_seq_length=args.max_seq_length
     )

@@ -72,6 +72,13 @@ def write_resolved_recipe(model_args, data_args, training_args) -> str:
 
 def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
     """The label list of an already fine-tuned checkpoint (None for a bare encoder)."""
+    if os.path.isfile(os.path.join(model_path, "adapter_config.json")) and not os.path.isfile(
+        os.path.join(model_path, "config.json")
+    ):
+        raise RecipeError(
+            f"'model_name_or_path' = {model_path!r} holds a PEFT adapter without its base model: point it at the "
+            "run's merged/ folder (merge_adapter), or predict with `python -m seqft.predict`, which loads adapters."
+        )
     config = AutoConfig.from_pretrained(model_path, **load_kwargs)
     id2label = getattr(config, "id2label", None) or {}
     names = [id2label[i] for i in sorted(id2label)]
@@ -243,10 +250,13 @@ def run(argv=None) -> dict:
             return {}
 
     seq_cls = data_args.task == seqcls.TASK  # sequence classification: seqft/seqcls.py at each data/model step
+    if seq_cls and not training_args.do_train:  # its problem type and threshold, before the data is read by them
+        seqcls.evaluate_as_trained(data_args, model_path, load_kwargs)
     raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(
         data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
     )
-    fixed_labels = None if training_args.do_train else known_labels(model_path, load_kwargs)
+    checkpoint_labels = known_labels(model_path, load_kwargs)  # a fine-tuned model's; None for a base encoder
+    fixed_labels = None if training_args.do_train else checkpoint_labels
     if not training_args.do_train and fixed_labels is None:
         raise RecipeError(
             f"'do_train' is false, but 'model_name_or_path' = {model_args.model_name_or_path!r} has no label names "
@@ -260,15 +270,31 @@ def run(argv=None) -> dict:
         fixed_labels = distill.label_names(teacher)
         distill.check_teacher_labels(teacher, raw)  # before prepare_labels, whose advice is for training data
     student_from_teacher = teacher is not None and training_args.student_layers is not None
-    if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
-        raw, label_names, scheme = seqcls.prepare_labels(raw, data_args, fixed_labels)
-    else:
-        labels_from = (
-            f"the teacher ({training_args.teacher_model_name_or_path})"
-            if teacher is not None
-            else f"model_name_or_path ({model_args.model_name_or_path})"
-        )
-        raw, label_names, scheme = seqdata.prepare_labels(raw, data_args.label_scheme, fixed_labels, labels_from)
+    labels_from = (
+        f"the teacher ({training_args.teacher_model_name_or_path})"
+        if teacher is not None
+        else f"model_name_or_path ({model_args.model_name_or_path})"
+    )
+
+    def prepare(labels):
+        if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
+            return seqcls.prepare_labels(raw, data_args, labels)
+        return seqdata.prepare_labels(raw, data_args.label_scheme, labels, labels_from)
+
+    prepared, label_names, scheme = prepare(fixed_labels)
+    if (
+        fixed_labels is None and checkpoint_labels is not None and teacher is None
+    ):  # training on from a fine-tuned model
+        if set(label_names) == set(checkpoint_labels) and label_names != checkpoint_labels:
+            # its order, not the data's sorted one: each row of its classifier keeps the label it was trained for
+            prepared, label_names, scheme = prepare(checkpoint_labels)
+        elif set(label_names) != set(checkpoint_labels):
+            logger.warning(
+                f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
+                f"({', '.join(label_names)}): its classifier does not carry over (set ignore_mismatched_sizes when "
+                "their number differs, or start from the base encoder)."
+            )
+    raw = prepared
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
     if training_args.metric_for_best_model:  # checked now, not at the first evaluation after training steps
@@ -310,7 +336,7 @@ def run(argv=None) -> dict:
 
     truncated = {}  # sequence classification: texts cut by max_seq_length, per split
     if seq_cls:
-        seqcls.configure_tokenizer(tokenizer, data_args.truncation_side)
+        seqcls.configure_tokenizer(tokenizer, data_args.truncation_side, max_length)
         with training_args.main_process_first(desc="tokenisation"):
             tokenized = {
                 name: seqcls.tokenize_split(

@@ -4,6 +4,7 @@ metrics, PEFT, distillation, LLRD, split-invariant loss, reload with the Auto cl
 import csv
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,6 +162,12 @@ def test_csv_with_header_json_and_jsonl_agree(tmp_path):
     assert loaded[0]["train"]["source"][0] == "h.csv:2" and loaded[2]["train"]["source"][0] == "l.jsonl:1"
     _, names, _ = seqcls.prepare_labels(loaded[0], data_args())
     assert names == sorted(CLASSES)  # no names file: sorted training labels
+    # labels that are numbers: in number order, so that label 2 is class 2 (as strings '10' sorted before '2')
+    (tmp_path / "n.csv").write_text("text,label\n" + "".join(f"t{i},{i % 12}\n" for i in range(24)))
+    converted, names, _ = seqcls.prepare_labels(
+        seqcls.load_raw_splits(data_args(train_file=str(tmp_path / "n.csv")), 0), data_args()
+    )
+    assert names == [str(i) for i in range(12)] and converted["train"]["labels"][:12] == list(range(12))
 
 
 def test_hub_dataset_class_labels(tmp_path):
@@ -178,6 +185,12 @@ def test_hub_dataset_class_labels(tmp_path):
     raw = seqcls.load_raw_splits(data_args(dataset_name=str(tmp_path)), seed=0)
     assert raw["train"]["label"] == ["World", "Sci/Tech", "Sports"]
     assert "test" not in raw  # an unlabelled split (label -1, as GLUE's test sets) is skipped
+    # its rows are checked as a file's are: an empty text is an error naming the row
+    Dataset.from_dict({"text": ["a", " ", None], "label": [0, 3, 1]}, features=features).to_parquet(
+        str(tmp_path / "data" / "train-00000.parquet")
+    )
+    with pytest.raises(DataError, match=r"\[train\]:row 1: the text is empty \('text' null or blank\)"):
+        seqcls.load_raw_splits(data_args(dataset_name=str(tmp_path)), seed=0)
 
 
 def test_carved_splits_are_deterministic(root):
@@ -292,6 +305,12 @@ def test_predict_cli(trained, tmp_path, capsys):
     assert row["id"] == 7 and row["source"].endswith("in.jsonl:1")
     assert predict_main([str(trained), str(tmp_path / "in.txt"), "--format", "conll"]) == 2
     assert "a sequence classifier writes JSON Lines" in capsys.readouterr().err
+    (tmp_path / "in.csv").write_text("text,label\nberlin is a city,World\n")  # the header and labels as text
+    assert predict_main([str(trained), str(tmp_path / "in.csv")]) == 2
+    assert "in.csv: seqft.predict reads one text per line or JSON Lines, not CSV columns" in capsys.readouterr().err
+    (tmp_path / "pairs.jsonl").write_text('{"text": "paris", "text_pair": "berlin"}\n')
+    assert predict_main([str(trained), str(tmp_path / "pairs.jsonl")]) == 2
+    assert "the model was trained on single texts: remove 'text_pair'" in capsys.readouterr().err
 
 
 def test_predict_blank_texts_long_texts_and_the_token_predictor(trained, tmp_path, capsys, caplog):
@@ -357,9 +376,23 @@ def test_multi_label_end_to_end(root, tmp_path):
     assert result["labels"] == [name for name, p in result["scores"].items() if p >= 0.4]
     theirs = pipeline("text-classification", model=str(out), device=-1, top_k=None)(["berlin acme"])[0]
     assert {r["label"]: r["score"] for r in theirs} == pytest.approx(result["scores"], abs=1e-5)  # sigmoid
+    # evaluating it again, with neither the threshold nor list-valued labels in the recipe: as it was trained (0.5,
+    # and single-label on one-label rows, before)
+    single = [{"text": r["text"], "topics": r["topics"][0]} for r in rows]
+    (tmp_path / "single.jsonl").write_text("\n".join(json.dumps(r) for r in single) + "\n")
+    again = json.loads(Path(args).read_text())
+    again.update(model_name_or_path=str(out), output_dir=str(tmp_path / "again"), do_train=False, do_eval=False,
+                 train_file=None, test_file=str(tmp_path / "single.jsonl"), test_split_percentage=None,
+                 validation_split_percentage=None,
+                 multi_label_threshold=0.5, class_weights=None)  # fmt: skip
+    Path(args).write_text(json.dumps(again))
+    assert main([args]) == 0
+    rerun = [json.loads(line) for line in (tmp_path / "again" / "test_predictions.jsonl").read_text().splitlines()]
+    assert all(r["predicted"] == [n for n, p in r["scores"].items() if p >= 0.4] for r in rerun)
+    assert json.loads((tmp_path / "again" / "seqft_recipe.json").read_text())["recipe"]["multi_label_threshold"] == 0.4
 
 
-def test_sentence_pairs_and_truncation(root, tmp_path):
+def test_sentence_pairs_and_truncation(root, tmp_path, capsys):
     rows = [{"premise": f"{a} {b}", "hypothesis": c, "label": "same" if k % 2 else "other"}
             for k, a, b in make_rows(24) for c in [b.split()[0]]]  # fmt: skip
     rows[0]["premise"] = " ".join(["john"] * 40)  # longer than max_seq_length
@@ -373,17 +406,31 @@ def test_sentence_pairs_and_truncation(root, tmp_path):
     test = json.loads((out / "test_results.json").read_text())
     assert test["test_texts_truncated"] == 1
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert tokenizer.truncation_side == "left"  # saved: prediction and the pipeline cut alike
+    assert (tokenizer.truncation_side, tokenizer.model_max_length) == ("left", 16)  # the pipeline cuts alike
     first = json.loads((out / "test_predictions.jsonl").read_text().splitlines()[0])
     assert first["text_pair"] == rows[0]["hypothesis"]
+    classify = pipeline("text-classification", model=str(out), device=-1)
+    cut = classify({"text": rows[0]["premise"], "text_pair": rows[0]["hypothesis"]}, truncation=True)
+    cut = cut[0] if isinstance(cut, list) else cut
+    assert cut["label"] == first["predicted"] and cut["score"] == pytest.approx(first["score"], abs=1e-5)
     pair = {"text": rows[1]["premise"], "text_pair": rows[1]["hypothesis"]}
-    theirs = pipeline("text-classification", model=str(out), device=-1)(pair)
+    theirs = classify(pair)
     theirs = theirs[0] if isinstance(theirs, list) else theirs
     mine = seqcls.TextClassifier(out, device="cpu").predict([pair["text"]], [pair["text_pair"]])[0]
     assert theirs["label"] == mine["label"] and theirs["score"] == pytest.approx(mine["score"], abs=1e-5)
     (tmp_path / "p.jsonl").write_text(json.dumps(pair) + "\n")
     assert predict_main([str(out), str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "p.out")]) == 0
     assert json.loads((tmp_path / "p.out").read_text())["label"] == mine["label"]
+    # a pair model given single texts was answered anyway; a row without its second text was trained on
+    (tmp_path / "single.txt").write_text(pair["text"] + "\n")
+    assert predict_main([str(out), str(tmp_path / "single.txt")]) == 2
+    assert "the model was trained on text pairs ('hypothesis' as the second text)" in capsys.readouterr().err
+    rows[3]["hypothesis"] = None
+    (tmp_path / "pairdata.json").write_text(json.dumps(rows))
+    assert main([args, "--overwrite_output_dir", "true"]) == 2
+    assert "pairdata.json:row 3: the second text ('hypothesis', text_pair_column_name) is empty" in (
+        capsys.readouterr().err
+    )
 
 
 # --- class weights and the split-invariant loss -----------------------------------------------------------------
@@ -496,6 +543,17 @@ def test_lora_saves_the_head_and_reloads(root, tmp_path):
     assert rows[0]["score"] == pytest.approx(
         seqcls.TextClassifier(out).predict([rows[0]["text"]])[0]["score"], abs=1e-6
     )
+    assert_cli_predicts_as_training(out, tmp_path)  # the adapter folder was read as a token tagger: IndexError
+
+
+def assert_cli_predicts_as_training(out, tmp_path):
+    """`seqft.predict OUT` on the test texts gives test_predictions.jsonl's labels and scores."""
+    rows = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
+    assert predict_main([str(out), str(tmp_path / "texts.jsonl"), "-o", str(tmp_path / "p.jsonl")]) == 0
+    cli = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in cli] == [r["predicted"] for r in rows]
+    assert [r["score"] for r in cli] == pytest.approx([r["score"] for r in rows], abs=1e-5)
 
 
 @pytest.mark.parametrize("student_init", ["teacher", "model"])
@@ -521,6 +579,7 @@ def test_distillation_llrd_and_lora_compose(root, trained, tmp_path, student_ini
     assert step["loss_hidden"] >= 0 and "loss_hard" in step and "lr/head" in step
     assert AutoModelForSequenceClassification.from_pretrained(trained).config.id2label == dict(enumerate(CLASSES))
     assert json.loads((out / "base_config" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert_cli_predicts_as_training(out, tmp_path)  # onto the student's own block (student_base)
 
 
 def test_distillation_refuses_multi_label(root, trained, tmp_path):
@@ -532,3 +591,23 @@ def test_distillation_refuses_multi_label(root, trained, tmp_path):
     trainer = SeqFTTrainer(model=BertForSequenceClassification(config), args=args, processing_class=tiny_tokenizer())
     with pytest.raises(RecipeError, match="multi-label classifiers"):
         prepare_teacher(str(trained), trainer)
+
+
+def test_training_on_from_a_classifier_keeps_its_label_order(root, trained, tmp_path):
+    """The same classes, written as names (sorted: Business, Sci/Tech, Sports, World) rather than ids with the
+    checkpoint's names file: the run keeps the checkpoint's order. It re-sorted them, every prediction moving to
+    another class (accuracy 1.0 -> 0.0 in the audit's run) with no warning."""
+    for split in ("train", "test"):
+        lines = (root / f"{split}.csv").read_text(encoding="utf-8").splitlines()
+        write_ag_news(tmp_path / f"{split}.csv", [(CLASSES[int(a) - 1], b, c) for a, b, c in csv.reader(lines)])
+    out = tmp_path / "on"
+    path = recipe(root, out, model_name_or_path=str(trained), label_names_file=None, learning_rate=1e-12, max_steps=1)
+    args = json.loads(Path(path).read_text())
+    args.update(train_file=str(tmp_path / "train.csv"), test_file=str(tmp_path / "test.csv"))
+    Path(path).write_text(json.dumps(args))
+    assert main([path]) == 0
+    assert json.loads((out / "config.json").read_text())["id2label"] == {str(i): c for i, c in enumerate(CLASSES)}
+    before, after = (
+        [json.loads(x) for x in (d / "test_predictions.jsonl").read_text().splitlines()] for d in (trained, out)
+    )
+    assert [r["predicted"] for r in after] == [r["predicted"] for r in before]

@@ -22,6 +22,7 @@ from seqft import SeqFTConfig, SeqFTTrainer
 from seqft import data as seqdata
 from seqft.errors import RecipeError
 from seqft.train import main
+from seqft.train import run as main_run
 
 
 @pytest.fixture(scope="module")
@@ -371,3 +372,32 @@ def test_distill_unlabelled_file_adds_teacher_tagged_sentences(fixture_dir, tmp_
                 )
             ]
         )
+
+
+def test_training_on_from_a_fine_tuned_model_keeps_its_label_order(fixture_dir, tmp_path):
+    """A checkpoint whose labels are the data's in another order (a Hub NER model's own order): the run keeps that
+    order, so each classifier row keeps its label. It used to re-sort them, relabelling the rows silently."""
+    from helpers import tiny_bert_config
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"][::-1]
+    torch.manual_seed(0)
+    config = tiny_bert_config(
+        num_labels=7, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+    BertForTokenClassification(config).save_pretrained(tmp_path / "tuned")
+    tiny_tokenizer().save_pretrained(tmp_path / "tuned")
+    out = tmp_path / "out"
+    assert main([recipe(fixture_dir, out, model_name_or_path=str(tmp_path / "tuned"), learning_rate=1e-12)]) == 0
+    saved = json.loads((out / "config.json").read_text())["id2label"]
+    assert [saved[str(i)] for i in range(7)] == labels
+    from safetensors.torch import load_file
+
+    before, after = (load_file(d / "model.safetensors")["classifier.weight"] for d in (tmp_path / "tuned", out))
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+    # an adapter folder is not a model to evaluate: one clean error
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(
+        RecipeError, match=r"holds a PEFT adapter without its base model: point it at the run's merged"
+    ):
+        main_run(recipe(fixture_dir, tmp_path / "eval", model_name_or_path=str(tmp_path / "adapter"), do_train=False))
