@@ -50,6 +50,7 @@ def resolved_record(model_args, data_args, training_args) -> dict:
         ("validation", data_args.validation_file),
         ("test", data_args.test_file),
         ("distill_unlabelled", training_args.distill_unlabelled_file),
+        ("label_names", getattr(data_args, "label_names_file", None)),  # it fixes the label order
     ):
         if spec:
             files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}

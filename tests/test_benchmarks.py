@@ -39,6 +39,7 @@ def test_quick_run_reports_every_arm(tmp_path):
         "--dev_file", str(dev),
         "--threads", "1",
         "--output", str(prefix),
+        timeout=600,  # every registered arm (51): near 2 minutes on a loaded 2-core machine
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -275,6 +275,8 @@ def test_end_to_end_outputs(trained):
     report = json.loads((trained / "test_classification_report.json").read_text())
     assert set(report) == {*CLASSES, "micro avg", "macro avg", "weighted avg"}
     assert (trained / "test_confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    files = json.loads((trained / "seqft_recipe.json").read_text())["data_files"]
+    assert files["label_names"]["sha256"] and files["test"]["sha256"]  # the names file fixes the label order
     card = (trained / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card and 'pipeline("text-classification"' in card
     assert "type: text-classification" in card and "Class weights" in card
