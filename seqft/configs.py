@@ -183,7 +183,12 @@ class DataArguments:
     test_split_percentage: float | None = field(
         default=None, metadata={"help": "Carve this share of train (0-1) as test set when none is given (seeded)."}
     )
-    overwrite_cache: bool = field(default=False, metadata={"help": "Re-run preprocessing instead of using the cache."})
+    overwrite_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Accepted for run_ner.py's command lines; seqft keeps no preprocessing cache, so it changes nothing."
+        },
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Number of processes for tokenisation."}
     )
@@ -205,11 +210,16 @@ class DataArguments:
     label_all_tokens: bool = field(
         default=False,
         metadata={
-            "help": "Label every subword of a word (B- becomes I- on continuation pieces) instead of only the first."
+            "help": "Training only: label every subword of a word (B- becomes I- on continuation pieces) instead of "
+            "only the first. Evaluation always scores each word once, at its first subword."
         },
     )
     return_entity_level_metrics: bool = field(
-        default=False, metadata={"help": "Report precision/recall/F1 per entity type in the metrics."}
+        default=False,
+        metadata={
+            "help": "Report precision/recall/F1 per entity type in the metrics ({TYPE}_f1, ...); plain tags (POS) have "
+            "no entities: per-tag scores are not added."
+        },
     )
     stride: int | None = field(
         default=None,
@@ -496,6 +506,7 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("'model_name_or_path' is required: a Hub id, a local directory or pkg://package/path.")
     for key, value in (
         ("model_name_or_path", model_args.model_name_or_path),
+        ("config_name", model_args.config_name),
         ("tokenizer_name", model_args.tokenizer_name),
         ("teacher_model_name_or_path", training_args.teacher_model_name_or_path),
     ):
@@ -524,6 +535,16 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         raise RecipeError("'use_crf' labels sequences of tokens; remove it for task sequence-classification.")
     if model_args.use_crf and training_args.class_weights is not None:
         raise RecipeError("'class_weights' weights seqft's cross-entropy, but 'use_crf' trains with the CRF's loss.")
+    if not training_args.remove_unused_columns:
+        raise RecipeError(
+            "'remove_unused_columns' must stay true: seqft's datasets carry columns the model does not take (the "
+            "words, and the word indices that merge windows back into sentences), which the collator cannot batch."
+        )
+    if training_args.prediction_loss_only and training_args.do_predict:
+        raise RecipeError(
+            "'prediction_loss_only' drops the predictions that do_predict scores and writes (test_predictions, F1): "
+            "remove it, or set do_predict to false."
+        )
     if model_args.use_crf and training_args.label_smoothing_factor > 0:
         raise RecipeError(
             "'label_smoothing_factor' smooths a cross-entropy, but 'use_crf' trains with the CRF's loss (the Trainer "

@@ -234,15 +234,24 @@ def _check_row(where: str, words: Sequence[str], tags: Sequence, text_col: str, 
         )
 
 
-def read_records(path: str, records: list[tuple[str, dict]], text_column, label_column) -> dict[str, list]:
-    """Rows from JSON/JSONL/CSV -> columns. `records` are (location, row) pairs; location is a line or row id."""
+def label_column_defaults(task_name: str | None = None) -> tuple[str, ...]:
+    """The tag columns looked for when `label_column_name` is not set: `{task_name}_tags` first, as run_ner.py
+    (`pos_tags` for task_name pos), then the usual names."""
+    usual = ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags")
+    first = (f"{task_name}_tags",) if task_name else ()
+    return tuple(dict.fromkeys((*first, *usual)))
+
+
+def read_records(
+    path: str, records: list[tuple[str, dict]], text_column, label_column, task_name: str | None = None
+) -> dict[str, list]:
+    """Rows from JSON/JSONL/CSV -> columns. `records` are (location, row) pairs; location is a line or row id.
+    Without names given or found, the first column holds the words and the second the tags, as in run_ner.py."""
     if not records:
         raise DataError(f"{path}: no rows found (the file is empty).")
     names = list(records[0][1].keys())
     text_col = _pick_column(names, text_column, ("tokens", "words"), 0, path, "text")
-    label_col = _pick_column(
-        names, label_column, ("ner_tags", "tags", "labels", "pos_tags", "chunk_tags"), -1, path, "label"
-    )
+    label_col = _pick_column(names, label_column, label_column_defaults(task_name), 1, path, "label")
     columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
     for where, row in records:
         for col in (text_col, label_col):
@@ -309,8 +318,21 @@ def read_file(path: str, data_args) -> dict[str, list]:
         raise DataError(f"{spec}: {CONLLU_NOT_READ}")
     if suffix in RECORD_SUFFIXES:
         records = read_csv(path) if suffix == ".csv" else read_json(path)
-        return read_records(path, records, data_args.text_column_name, data_args.label_column_name)
+        return read_records(
+            path,
+            records,
+            data_args.text_column_name,
+            data_args.label_column_name,
+            getattr(data_args, "task_name", None),
+        )
     if suffix in CONLL_SUFFIXES or suffix.startswith(".test") or suffix.startswith(".train"):
+        named = [key for key in ("text_column_name", "label_column_name") if getattr(data_args, key, None)]
+        if named:  # silently ignored before; a warning, as a recipe may mix JSON files (which need them) with CoNLL
+            logger.warning(
+                f"{spec}: {' and '.join(named)} name columns of JSON, CSV or Hub data, not of this CoNLL file: its "
+                f"words are the first column and its tags column conll_label_column = {data_args.conll_label_column} "
+                "(0-based, negative from the end; CoNLL-2003: 1 = POS, 2 = chunk, -1 = NER)."
+            )
         return read_conll(path, data_args.conll_label_column)
     raise DataError(f"{spec}: unknown file type '{suffix}'. Use CoNLL columns (.txt/.conll), .json, .jsonl or .csv.")
 
@@ -340,7 +362,12 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
             names, data_args.text_column_name, ("tokens", "words"), 0, data_args.dataset_name, "text"
         )
         label_col = _pick_column(
-            names, data_args.label_column_name, ("ner_tags", "tags"), 1, data_args.dataset_name, "label"
+            names,
+            data_args.label_column_name,
+            label_column_defaults(getattr(data_args, "task_name", None)),
+            1,
+            data_args.dataset_name,
+            "label",
         )
         feature = ds.features[label_col]
         inner = getattr(feature, "feature", feature)  # List/Sequence(ClassLabel) -> ClassLabel
@@ -355,18 +382,21 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
 
 
 @_collector_paused()
-def load_raw_splits(data_args, seed: int, cache_dir=None, token=None) -> DatasetDict:
-    """Load every split the recipe names; carve missing validation/test splits from train when asked."""
+def load_raw_splits(data_args, seed: int, cache_dir=None, token=None, limit: bool = True) -> DatasetDict:
+    """Load every split the recipe names; carve missing validation/test splits from train when asked; apply the
+    max_*_samples limits unless `limit` is false (`seqft.train` applies them once the labels are known)."""
     splits: dict[str, dict[str, list]] = {}
     if data_args.dataset_name:
         splits.update(_from_hub(data_args, cache_dir=cache_dir, token=token))
     for split, path in zip(SPLITS, (data_args.train_file, data_args.validation_file, data_args.test_file)):
         if path:
             splits[split] = read_file(path, data_args)
-    return carve_and_limit(DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed)
+    return carve_and_limit(
+        DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed, limit=limit
+    )
 
 
-def carve_and_limit(out: DatasetDict, data_args, seed: int) -> DatasetDict:
+def carve_and_limit(out: DatasetDict, data_args, seed: int, limit: bool = True) -> DatasetDict:
     """Carve missing test/validation splits from train (seeded), then apply the max_*_samples limits."""
     for split, share in (
         ("test", data_args.test_split_percentage),
@@ -378,11 +408,16 @@ def carve_and_limit(out: DatasetDict, data_args, seed: int) -> DatasetDict:
             raise DataError(f"cannot carve a {split} split: there is no training data.")
         parts = out["train"].train_test_split(test_size=share, seed=seed, shuffle=True)
         out["train"], out[split] = parts["train"], parts["test"]
-    for split, limit in zip(
+    return limit_samples(out, data_args) if limit else out
+
+
+def limit_samples(out: DatasetDict, data_args) -> DatasetDict:
+    """The first max_train_samples / max_eval_samples / max_predict_samples rows of each split."""
+    for split, most in zip(
         SPLITS, (data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples)
     ):
-        if limit is not None and split in out:
-            out[split] = out[split].select(range(min(limit, len(out[split]))))
+        if most is not None and split in out:
+            out[split] = out[split].select(range(min(most, len(out[split]))))
     return out
 
 

@@ -203,6 +203,20 @@ def _json_lists(argv: list[str], known: dict) -> list[str]:
     return out
 
 
+def _recipe_argument(argv: Sequence[str]) -> str | None:
+    """The positional `.json` argument: not the value of a flag (`--train_file train.json`, `--deepspeed ds.json`),
+    which run_ner-style command lines without a recipe pass."""
+    known = field_types()
+    for i, arg in enumerate(argv):
+        if arg.startswith("-") or not arg.endswith(".json"):
+            continue
+        previous = argv[i - 1] if i else ""
+        name = previous[2:].replace("-", "_") if previous.startswith("--") and "=" not in previous else None
+        if name is None or known.get(name) is bool:  # after a value, or a bare boolean flag: positional
+            return arg
+    return None
+
+
 def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, SeqFTConfig, dict]:
     """Parse `[RECIPE.json] [--field value ...]` into the three dataclasses.
 
@@ -213,7 +227,7 @@ def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, Dat
         argv = [os.fspath(argv)]
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
-    recipe_path = next((a for a in argv if a.endswith(".json") and not a.startswith("-")), None)
+    recipe_path = _recipe_argument(argv)
     recipe = {}
     if recipe_path is not None:
         recipe = _load_json(Path(recipe_path))

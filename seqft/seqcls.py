@@ -439,7 +439,7 @@ def prepare_labels(raw, data_args, known_labels: list[str] | None = None):
     return converted, label_names, MULTI_LABEL if multi else SINGLE_LABEL
 
 
-def load_raw_splits(data_args, seed: int, cache_dir=None, token=None):
+def load_raw_splits(data_args, seed: int, cache_dir=None, token=None, limit: bool = True):
     """Every split the recipe names, normalised (see the module docs); missing validation/test splits carved from
     train (test first, then validation, seeded shuffles, as for sequence labelling); `max_*_samples` applied."""
     from datasets import Dataset, DatasetDict
@@ -460,7 +460,9 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None):
         splits[split] = normalise_records(read_records(path, data_args), path, data_args)
     names = read_label_names(data_args.label_names_file) if data_args.label_names_file else None
     multi = resolve_label_names(splits, data_args, names)
-    out = seqdata.carve_and_limit(DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed)
+    out = seqdata.carve_and_limit(
+        DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed, limit=limit
+    )
     del multi  # multi-label splits hold lists of names; prepare_labels reads it from there
     return out
 

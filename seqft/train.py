@@ -97,6 +97,9 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
 
         model = SeqFTCRFForTokenClassification.from_encoder(
             path,
+            encoder_config=AutoConfig.from_pretrained(seqdata.resolve_path(model_args.config_name), **load_kwargs)
+            if model_args.config_name  # the encoder's configuration from there, as for a softmax head below
+            else None,
             id2label=id2label,
             label_scheme=scheme,
             # [UNK] is a word, not a special position: the CRF must label it
@@ -115,9 +118,17 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
         )
         if model_args.classifier_dropout is not None:
             config.classifier_dropout = model_args.classifier_dropout
-        model = AutoModelForTokenClassification.from_pretrained(
-            path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **load_kwargs
-        )
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(
+                path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **load_kwargs
+            )
+        except RuntimeError as err:
+            if "ignore_mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
+                raise
+            raise RecipeError(
+                f"'model_name_or_path' = {model_args.model_name_or_path!r} has a classifier for another number of "
+                f"labels than the data's {len(label_names)}: set 'ignore_mismatched_sizes': true to train a new one."
+            ) from None
     model.config.label_scheme = scheme
     return model
 
@@ -224,11 +235,9 @@ def run(argv=None) -> dict:
         if training_args.do_train
         else None
     )
-    if training_args.do_train and resume is None:  # a fresh start (also 'last' with no checkpoint): earlier files
-        if not training_args.overwrite_output_dir:
-            checkpoints.refuse_previous_run(training_args.output_dir)
-        elif training_args.should_save:
-            checkpoints.clear_previous_run(training_args.output_dir)
+    fresh = training_args.do_train and resume is None  # also 'last' with no checkpoint: earlier files are stale
+    if fresh and not training_args.overwrite_output_dir:
+        checkpoints.refuse_previous_run(training_args.output_dir)
 
     load_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision}
     if model_args.token:
@@ -253,8 +262,9 @@ def run(argv=None) -> dict:
     seq_cls = data_args.task == seqcls.TASK  # sequence classification: seqft/seqcls.py at each data/model step
     if seq_cls and not training_args.do_train:  # its problem type and threshold, before the data is read by them
         seqcls.evaluate_as_trained(data_args, model_path, load_kwargs)
+    # every row first: the label list comes from all of train, as run_ner.py takes it, then max_*_samples apply
     raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(
-        data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
+        data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token, limit=False
     )
     checkpoint_labels = known_labels(model_path, load_kwargs)  # a fine-tuned model's; None for a base encoder
     fixed_labels = None if training_args.do_train else checkpoint_labels
@@ -295,7 +305,7 @@ def run(argv=None) -> dict:
                 f"({', '.join(label_names)}): its classifier does not carry over (set ignore_mismatched_sizes when "
                 "their number differs, or start from the base encoder)."
             )
-    raw = prepared
+    raw = seqdata.limit_samples(prepared, data_args)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")
     if training_args.metric_for_best_model:  # checked now, not at the first evaluation after training steps
@@ -331,8 +341,6 @@ def run(argv=None) -> dict:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
     if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
         model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
-        if model_args.peft_config:  # the adapter's base: these blocks, saved, not the folder they came from
-            adapters.save_student_base(model, training_args.output_dir, training_args.should_save)
     max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config)
 
     truncated = {}  # sequence classification: texts cut by max_seq_length, per split
@@ -393,6 +401,11 @@ def run(argv=None) -> dict:
             gold=raw[name]["tags"],
         )
 
+    if fresh and training_args.overwrite_output_dir and training_args.should_save:
+        # only now, with data, labels and model loaded: a run that fails on its inputs leaves the earlier one intact
+        checkpoints.clear_previous_run(training_args.output_dir)
+    if student_from_teacher and model_args.peft_config:  # the adapter's base: these blocks, not their source folder
+        adapters.save_student_base(model, training_args.output_dir, training_args.should_save)
     trainer = SeqFTTrainer(
         model=model,
         args=training_args,
@@ -419,7 +432,10 @@ def run(argv=None) -> dict:
         trainer.save_model()
         if model_args.merge_adapter:
             adapters.merge_after_training(trainer, os.path.join(training_args.output_dir, "merged"), tokenizer)
-        metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+        # sentences (or texts), as run_ner.py counts them; windows when long sentences were cut into several
+        metrics = dict(train_result.metrics, train_samples=len(raw["train"]))
+        if not seq_cls:
+            metrics["train_windows"] = len(tokenized["train"])
         if model_args.peft_config:
             counts = adapters.trainable_parameters(trainer.model)
             metrics.update({f"peft_{key}_parameters": value for key, value in counts.items()})

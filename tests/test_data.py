@@ -525,3 +525,19 @@ def test_conllu_and_a_folder_without_tokenizer_files_are_errors(tmp_path):
     (tmp_path / "empty").mkdir()  # transformers would build an empty vocabulary: every word [UNK]
     with pytest.raises(DataError, match="empty: no tokenizer files"):
         seqdata.load_tokenizer(str(tmp_path / "empty"))
+
+
+def test_tag_columns_are_found_as_run_ner_finds_them(tmp_path, caplog):
+    """task_name picks `{task_name}_tags` (it was ignored: POS runs trained on ner_tags); without known names the
+    second column holds the tags (it was the last); column names set for a CoNLL file are reported, not ignored."""
+    rows = [{"tokens": ["John", "runs"], "pos_tags": ["NNP", "VBZ"], "ner_tags": ["B-PER", "O"]}]
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    assert seqdata.read_file(str(tmp_path / "t.json"), data_args(task_name="pos"))["tags"] == [["NNP", "VBZ"]]
+    assert seqdata.read_file(str(tmp_path / "t.json"), data_args(task_name="ner"))["tags"] == [["B-PER", "O"]]
+    rows = [{"words_x": ["John", "runs"], "my_tags": ["B-PER", "O"], "other": ["x", "y"]}]
+    (tmp_path / "u.json").write_text(json.dumps(rows))
+    assert seqdata.read_file(str(tmp_path / "u.json"), data_args())["tags"] == [["B-PER", "O"]]
+    write_conll(tmp_path / "c.txt", SENTENCES[:1])
+    with caplog.at_level(logging.WARNING):
+        seqdata.read_file(str(tmp_path / "c.txt"), data_args(label_column_name="pos_tags"))
+    assert "label_column_name name columns of JSON, CSV or Hub data, not of this CoNLL file" in caplog.text

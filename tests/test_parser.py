@@ -140,3 +140,17 @@ def test_list_flags_take_json_as_in_a_recipe_or_spaced_values(tmp_path):
     assert data_args.csv_column_names == ["label", "text"]
     with pytest.raises(RecipeError, match=r"--student_layers: '\[0, 2' is not a JSON list"):
         parse_recipe([path, "--student_layers", "[0, 2"])
+
+
+def test_a_json_value_of_a_flag_is_not_read_as_the_recipe(tmp_path):
+    """run_ner-style command lines without a recipe: `--train_file train.json` is that file, not a recipe (it was
+    parsed as one: 'train.json:2:1: invalid JSON'); the recipe is the positional .json argument, anywhere."""
+    (tmp_path / "train.json").write_text(
+        '{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["b"], "ner_tags": ["O"]}\n'
+    )
+    argv = ["--model_name_or_path", "m", "--train_file", str(tmp_path / "train.json"), "--output_dir", "o"]
+    model_args, data_args, _, recipe = parse_recipe(argv)
+    assert data_args.train_file == str(tmp_path / "train.json") and recipe == {}
+    (tmp_path / "r.json").write_text(json.dumps({"model_name_or_path": "from-recipe", "output_dir": "o"}))
+    model_args, _, training_args, _ = parse_recipe(["--learning_rate", "3e-5", str(tmp_path / "r.json")])
+    assert model_args.model_name_or_path == "from-recipe" and training_args.learning_rate == 3e-5

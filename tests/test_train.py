@@ -117,6 +117,12 @@ def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_pa
     assert (out / "checkpoint-2").is_dir() and (out / "test_results.json").is_file()
 
     capsys.readouterr()
+    # a replacing run that fails on its inputs (here a mistyped file) deletes nothing: it stops before clearing
+    assert (
+        main([recipe(fixture_dir, out, overwrite_output_dir=True, validation_file=str(fixture_dir / "dve.txt"))]) == 2
+    )
+    assert "Data file not found" in capsys.readouterr().err
+    assert (out / "checkpoint-2").is_dir() and (out / "test_results.json").is_file()
     assert main([recipe(fixture_dir, out, do_predict=False)]) == 2  # as run_ner.py refused it
     err = capsys.readouterr().err
     assert "holds an earlier run (checkpoint-2, checkpoint-4, all_results.json" in err
@@ -401,3 +407,46 @@ def test_training_on_from_a_fine_tuned_model_keeps_its_label_order(fixture_dir, 
         RecipeError, match=r"holds a PEFT adapter without its base model: point it at the run's merged"
     ):
         main_run(recipe(fixture_dir, tmp_path / "eval", model_name_or_path=str(tmp_path / "adapter"), do_train=False))
+
+
+def test_train_samples_counts_sentences_and_train_windows_the_windows(fixture_dir, tmp_path):
+    out = tmp_path / "win"
+    assert main([recipe(fixture_dir, out, max_seq_length=8, do_eval=False, do_predict=False, max_steps=1)]) == 0
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_samples"] == len(SENTENCES) * 3  # as run_ner.py counts: sentences (it counted windows)
+    assert results["train_windows"] > results["train_samples"]
+
+
+def test_config_name_reaches_the_crf_encoder_and_settings_that_break_seqft_are_refused(fixture_dir, tmp_path, capsys):
+    from helpers import tiny_bert_config
+
+    tiny_bert_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(tmp_path / "cfg")
+    out = tmp_path / "crf"
+    args = recipe(fixture_dir, out, use_crf=True, config_name=str(tmp_path / "cfg"), max_steps=1, do_predict=False)
+    assert main([args]) == 0
+    encoder = json.loads((out / "config.json").read_text())["encoder_config"]
+    assert encoder["hidden_dropout_prob"] == 0.0  # it kept the encoder's own 0.1, silently
+    three = ["O", "B-X", "I-X"]
+    config = tiny_bert_config(
+        num_labels=3, id2label=dict(enumerate(three)), label2id={n: i for i, n in enumerate(three)}
+    )
+    BertForTokenClassification(config).save_pretrained(tmp_path / "three")
+    tiny_tokenizer().save_pretrained(tmp_path / "three")
+    for overrides, message in [
+        ({"model_name_or_path": str(tmp_path / "three")}, "set 'ignore_mismatched_sizes': true to train a new one"),
+        ({"config_name": str(tmp_path / "nope")}, "'config_name' = "),
+        ({"remove_unused_columns": False}, "'remove_unused_columns' must stay true"),
+        ({"prediction_loss_only": True}, "'prediction_loss_only' drops the predictions"),
+    ]:
+        assert main([recipe(fixture_dir, tmp_path / "bad", **overrides)]) == 2
+        assert message in capsys.readouterr().err, overrides
+
+
+def test_max_train_samples_keeps_the_label_list_of_the_whole_training_file(fixture_dir, tmp_path):
+    """As run_ner.py: the labels come from all of train, then the limit applies. With the labels of the first
+    sentences only, a debugging run failed on a validation tag 'not among the model's labels' (and its head shrank)."""
+    out = tmp_path / "one"
+    assert main([recipe(fixture_dir, out, max_train_samples=1, max_steps=1, per_device_train_batch_size=1)]) == 0
+    labels = set(json.loads((out / "config.json").read_text())["id2label"].values())
+    assert labels == {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] == 1

@@ -11,7 +11,7 @@ import inspect
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 
@@ -120,6 +120,7 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         special_token_ids: list[int],
         classifier_dropout: float | None = None,
         crf_constraints: bool = True,
+        encoder_config: PretrainedConfig | None = None,
         **from_pretrained_kwargs,
     ) -> SeqFTCRFForTokenClassification:
         """Wrap a pretrained encoder (`AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)`).
@@ -128,6 +129,7 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         `special_token_ids` pass the tokenizer's structural special tokens, e.g.
         `[i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]`.
 
+        `encoder_config`, when given, replaces the encoder's own configuration (a recipe's `config_name`).
         `model_name_or_path` may also be a model of this class (training on from an earlier CRF run): with the same
         labels and scheme its classifier and CRF are kept, as `from_pretrained` keeps a softmax head; otherwise only
         its encoder is.
@@ -145,6 +147,8 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
             if trained.config.id2label == id2label and trained.config.label_scheme == label_scheme:
                 kept = trained
         else:
+            if encoder_config is not None:
+                from_pretrained_kwargs = {**from_pretrained_kwargs, "config": encoder_config}
             encoder = AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
         config = SeqFTCRFConfig(
             encoder_config=encoder.config,
