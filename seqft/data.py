@@ -267,7 +267,11 @@ def read_records(
         _check_row(f"{path}:{where}", words, tags, text_col, label_col)
         columns["tokens"].append(words)
         columns["tags"].append(tags)
-        columns["doc_id"].append(row.get("doc_id", 0) if isinstance(row.get("doc_id", 0), int) else 0)
+        # an integer doc_id groups rows into documents (doc_context); a row without one is its own, as in predict
+        doc = row.get("doc_id")
+        columns["doc_id"].append(
+            doc if isinstance(doc, int) and not isinstance(doc, bool) else -len(columns["doc_id"]) - 1
+        )
         columns["source"].append(f"{path}:{where}")
     return columns
 
@@ -377,7 +381,8 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
         tags = [[str(to_name(t)) for t in row] for row in ds[label_col]]
         for where, words, row_tags in zip(sources, tokens, tags):
             _check_row(where, words, row_tags, text_col, label_col)
-        out[split] = {"tokens": tokens, "tags": tags, "doc_id": [0] * len(ds), "source": sources}
+        doc_ids = [-i - 1 for i in range(len(ds))]  # no document information: each row its own document
+        out[split] = {"tokens": tokens, "tags": tags, "doc_id": doc_ids, "source": sources}
     return out
 
 

@@ -9,11 +9,12 @@
 Inputs (files, or stdin when none is given or for `-`), by suffix or, for `.txt`/no suffix/stdin, by content:
 
 - raw text: one text per line, split into words on whitespace; entities carry character offsets into the line;
-- CoNLL columns (`.conll`, `.iob`, `.bio`, `eng.testb`, ... or `--input-format conll`): words from the first
-  column, `-DOCSTART-` lines start documents, other columns (e.g. gold tags) and the `-DOCSTART-` lines are kept in
-  `--format conll` output;
+- CoNLL columns (`.conll`, `.iob`, `.bio`, `eng.testb`, ... or `--input-format conll`; by content, a file of at
+  least 3 `word ... tag` lines or with `-DOCSTART-`): words from the first column, `-DOCSTART-` lines start
+  documents, other columns (e.g. gold tags) and the `-DOCSTART-` lines are kept in `--format conll` output;
 - JSON Lines: `{"tokens": [...]}` or `{"text": "..."}` per line; other keys are copied to the output, and an
-  integer `doc_id` groups rows into documents.
+  integer `doc_id` groups rows into documents (a row without one is its own, in training too). CSV files and JSON
+  arrays are refused: write them as JSON Lines.
 
 Windowing follows the model directory's `seqft_recipe.json` (`max_seq_length`, `stride`, `truncate_long_sentences`,
 `doc_context`), so long texts are cut and merged as in training (seqft.windows) and no word is left without a tag.
@@ -215,6 +216,14 @@ def parse_jsonl(lines: Sequence[str], name: str) -> list[Document]:
     return documents
 
 
+def _is_json_array(lines: Sequence[str]) -> bool:
+    """Whether the lines are one JSON array (a file training reads as JSON), not text that starts with `[`."""
+    try:
+        return isinstance(json.loads("\n".join(lines)), list)
+    except ValueError:
+        return False
+
+
 def sniff_format(path: str, lines: Sequence[str], labels: Iterable[str] = ()) -> str:
     """`jsonl`, `conll` or `text`, from the suffix, else from the first lines."""
     suffix = Path(path).suffix.lower() if path != "-" else ""
@@ -222,19 +231,32 @@ def sniff_format(path: str, lines: Sequence[str], labels: Iterable[str] = ()) ->
         from .data import CONLLU_NOT_READ
 
         raise DataError(f"{path}: {CONLLU_NOT_READ}")
+    head = [line for line in lines[:200] if line.strip()]
+    if suffix == ".csv" or (head and head[0].lstrip().startswith("[") and _is_json_array(lines)):  # not as text
+        what = "a CSV file" if suffix == ".csv" else "a JSON array"
+        raise DataError(
+            f'{path}: {what}; seqft.predict reads raw text, CoNLL columns or JSON Lines ({{"tokens": [...]}} or '
+            '{"text": ...} per line): write the rows as JSON Lines.'
+        )
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
     if suffix in CONLL_SUFFIXES or suffix.startswith((".test", ".train", ".dev", ".val")):
         return "conll"
-    head = [line for line in lines[:200] if line.strip()]
     if head and head[0].lstrip().startswith("{"):
         return "jsonl"
     if any(line.startswith("-DOCSTART-") for line in lines):
         return "conll"
     known = set(labels)
     widths = {len(line.split()) for line in head}
-    if known and len(widths) == 1 and min(widths) >= 2 and all(line.split()[-1] in known for line in head):
-        return "conll"  # word ... tag on every line, the tags being the model's labels
+    if (
+        path != "-"  # piped text is text: `echo "John lives in London ." |` must not read as a word and POS tags
+        and len(head) >= 3
+        and known
+        and len(widths) == 1
+        and min(widths) >= 2
+        and all(line.split()[-1] in known for line in head)
+    ):
+        return "conll"  # word ... tag on every line of a file, the tags being the model's labels
     return "text"
 
 
@@ -251,12 +273,23 @@ def parse_input(path: str, lines: Sequence[str], input_format: str = "auto", lab
     return {"text": parse_text, "conll": parse_conll, "jsonl": parse_jsonl}[kind](lines, name)
 
 
+def read_json_file(path: str) -> dict:
+    """A model folder's JSON file (config, recipe, adapter config); a broken one is a SeqFTError naming it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except (ValueError, OSError) as err:
+        raise SeqFTError(f"{path}: cannot be read as JSON ({err}); the model folder is damaged.") from None
+    if not isinstance(value, dict):
+        raise SeqFTError(f"{path}: expected a JSON object, got {type(value).__name__}; the model folder is damaged.")
+    return value
+
+
 def saved_labels(model_dir: str) -> list[str]:
     """The label names in a model directory's config (full or adapter checkpoint), without loading the model."""
     for path in (os.path.join(model_dir, "config.json"), os.path.join(model_dir, "base_config", "config.json")):
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                return list((json.load(fh).get("id2label") or {}).values())
+            return list((read_json_file(path).get("id2label") or {}).values())
     return []
 
 
@@ -338,8 +371,7 @@ def read_recipe(model_dir: str) -> dict:
         candidates.append(os.path.join(os.path.dirname(os.path.normpath(model_dir)), "seqft_recipe.json"))
     for path in candidates:
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                record = json.load(fh)
+            record = read_json_file(path)
             return record.get("recipe", record)
     return {}
 
@@ -430,10 +462,17 @@ class Predictor:
         self.labels = [self.id2label[i] for i in range(len(self.id2label))]
         self.scheme = getattr(config, "label_scheme", None) or schemes.detect_scheme([self.labels])
         recipe = self.recipe
+        if max_seq_length is not None and max_seq_length < 1:
+            raise SeqFTError(f"max_seq_length = {max_seq_length}: expected a positive number of tokens.")
         self.max_length = max_seq_length or recipe.get("max_seq_length") or min(self.tokenizer.model_max_length, 512)
         limit = position_limit(config)
         if limit is not None and max_seq_length is None and not recipe.get("max_seq_length"):
             self.max_length = min(self.max_length, limit)
+        if limit is not None and self.max_length > limit:
+            raise SeqFTError(
+                f"max_seq_length = {self.max_length} exceeds the model's {limit} positions: use at most {limit} "
+                "(longer texts are cut into overlapping windows)."
+            )
         if truncate_long_sentences is None:  # an explicit stride means windows, whatever the recipe says
             truncate_long_sentences = stride is None and bool(recipe.get("truncate_long_sentences", False))
         stride = recipe.get("stride") if stride is None else stride

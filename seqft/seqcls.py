@@ -85,16 +85,16 @@ def is_sequence_classifier(model_or_config) -> bool:
 
 def is_sequence_classifier_dir(model_dir: str) -> bool:
     """Whether a saved model directory (full, merged or adapter-only) holds a sequence classifier."""
+    from .predict import read_json_file
+
     adapter = os.path.join(model_dir, "adapter_config.json")
     if os.path.isfile(adapter):
-        with open(adapter, encoding="utf-8") as fh:
-            task_type = json.load(fh).get("task_type")
+        task_type = read_json_file(adapter).get("task_type")
         if task_type:
             return str(task_type).upper() == "SEQ_CLS"
     for path in (os.path.join(model_dir, "config.json"), os.path.join(model_dir, "base_config", "config.json")):
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                architectures = json.load(fh).get("architectures") or []
+            architectures = read_json_file(path).get("architectures") or []
             return any(name.endswith("ForSequenceClassification") for name in architectures)
     return False
 

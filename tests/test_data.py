@@ -541,3 +541,17 @@ def test_tag_columns_are_found_as_run_ner_finds_them(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         seqdata.read_file(str(tmp_path / "c.txt"), data_args(label_column_name="pos_tags"))
     assert "label_column_name name columns of JSON, CSV or Hub data, not of this CoNLL file" in caplog.text
+
+
+def test_json_rows_without_a_doc_id_are_documents_of_their_own(tmp_path):
+    """As seqft.predict reads them: under doc_context, training took every such row as one document 0, so unrelated
+    rows became each other's context and the run's test predictions differed from seqft.predict's."""
+    rows = [
+        {"tokens": ["a"], "ner_tags": ["O"], "doc_id": 7},
+        {"tokens": ["b"], "ner_tags": ["O"], "doc_id": 7},
+        {"tokens": ["c"], "ner_tags": ["O"]},
+        {"tokens": ["d"], "ner_tags": ["O"], "doc_id": "x"},
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = seqdata.read_file(str(tmp_path / "t.jsonl"), data_args())["doc_id"]
+    assert ids[0] == ids[1] == 7 and len({ids[1], ids[2], ids[3]}) == 3

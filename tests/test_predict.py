@@ -11,7 +11,7 @@ import torch
 from helpers import SENTENCES, WORDS, save_tiny_bert, tiny_bert_config, tiny_tokenizer, write_conll
 from transformers import BertForTokenClassification, pipeline
 
-from seqft import DataError, windows
+from seqft import DataError, SeqFTError, windows
 from seqft.modeling import SeqFTCRFConfig, SeqFTCRFForTokenClassification
 from seqft.predict import Document, Predictor, main, read_recipe
 from seqft.train import main as train
@@ -389,3 +389,35 @@ def test_an_adapter_records_its_base_folder_absolutely_and_names_it_when_moved(
     shutil.move(tmp_path / "enc", tmp_path / "moved")
     code, _, err = run_cli([str(out), "-"], capsys, stdin="john smith\n", monkeypatch=monkeypatch)
     assert code == 2 and f"the base model it adapts, '{tmp_path / 'enc'}', is not a directory" in err, err
+
+
+def test_inputs_are_read_as_what_they_are(tmp_path):
+    """Found by an audit: one piped line ending in a tag of the model (a POS model's '.') was read as CoNLL and
+    only its first word labelled; a CSV file, or a JSON array, was labelled as text, its syntax included."""
+    from seqft.predict import sniff_format
+
+    pos = {"NNP", "VBZ", ".", "IN"}
+    assert sniff_format("-", ["John lives in London ."], pos) == "text"
+    assert sniff_format("one.txt", ["John lives in London ."], pos) == "text"
+    assert sniff_format("three.txt", ["John NNP", "lives VBZ", ". ."], pos) == "conll"
+    assert sniff_format("r.txt", ["[Reuters] John lives in London"], pos) == "text"  # text that opens with [
+    for name, lines, what in [
+        ("t.csv", ["tokens,ner_tags", "John,B-PER"], "a CSV file"),
+        ("t.json", ['[{"tokens": ["John"]}]'], "a JSON array"),
+        ("t.txt", ["[", '  {"tokens": ["John"]}', "]"], "a JSON array"),
+    ]:
+        with pytest.raises(DataError, match=f"{name}: {what}; seqft.predict reads raw text, CoNLL columns or JSON Li"):
+            sniff_format(name, lines, pos)
+
+
+def test_model_folder_and_length_errors_are_one_line(model_dir, tmp_path, capsys):
+    with pytest.raises(SeqFTError, match=r"max_seq_length = 1024 exceeds the model's \d+ positions"):
+        Predictor(model_dir, max_seq_length=1024)
+    with pytest.raises(SeqFTError, match="max_seq_length = 0: expected a positive number"):
+        Predictor(model_dir, max_seq_length=0)
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "config.json").write_text('{"id2label": ')
+    (tmp_path / "in.txt").write_text("John lives in London\n")
+    code, _, err = run_cli([str(broken), str(tmp_path / "in.txt")], capsys)
+    assert code == 2 and "config.json: cannot be read as JSON" in err and "Traceback" not in err
