@@ -192,7 +192,8 @@ def parse_jsonl(lines: Sequence[str], name: str) -> list[Document]:
             raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno}).") from None
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object per line, got {type(row).__name__}.")
-        extra = {k: v for k, v in row.items() if k not in ("tokens", "text")}
+        # other keys are copied; a `text` beside `tokens` (which are labelled) too, instead of being dropped
+        extra = {k: v for k, v in row.items() if k != "tokens" and (k != "text" or "tokens" in row)}
         doc_id = (name, row["doc_id"]) if isinstance(row.get("doc_id"), int) else where
         if "tokens" in row:
             tokens = row["tokens"]

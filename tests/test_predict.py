@@ -421,3 +421,13 @@ def test_model_folder_and_length_errors_are_one_line(model_dir, tmp_path, capsys
     (tmp_path / "in.txt").write_text("John lives in London\n")
     code, _, err = run_cli([str(broken), str(tmp_path / "in.txt")], capsys)
     assert code == 2 and "config.json: cannot be read as JSON" in err and "Traceback" not in err
+
+
+def test_a_text_beside_tokens_is_copied_to_the_output(model_dir, tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"tokens": ["John", "Smith"], "text": "John  Smith", "id": 3}) + "\n"
+    )
+    code, out, err = run_cli([str(model_dir), str(tmp_path / "in.jsonl")], capsys)
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["text"] == "John  Smith" and row["id"] == 3 and row["tokens"] == ["John", "Smith"]  # text was dropped
