@@ -918,7 +918,7 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
     weights from `path/adapter_model.safetensors`. Returns the peft model, in eval mode unless `is_trainable`.
     Extra keyword arguments (`cache_dir`, `token`, `revision`, ...) go to the base model's `from_pretrained`.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     path = os.fspath(path)
     adapter_file = os.path.join(path, "adapter_config.json")
@@ -951,11 +951,10 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
         from .modeling import SeqFTCRFForTokenClassification
 
         # the CRF model wraps a pretrained encoder: load that, then build the head and CRF (restored below) around it
-        if AutoConfig.from_pretrained(base_path, **from_pretrained_kwargs).model_type == config.model_type:
-            # the run trained on from an earlier CRF run's folder: the encoder inside it
-            encoder = SeqFTCRFForTokenClassification.from_pretrained(base_path, **from_pretrained_kwargs).encoder
-        else:
-            encoder = AutoModel.from_pretrained(base_path, config=config.encoder_config, **from_pretrained_kwargs)
+        # (or, for a run that trained on from an earlier CRF run's folder, the encoder inside it)
+        encoder, _ = SeqFTCRFForTokenClassification.load_encoder(
+            base_path, config.encoder_config, **from_pretrained_kwargs
+        )
         base = SeqFTCRFForTokenClassification(config, encoder=encoder)
     else:
         auto_cls = (

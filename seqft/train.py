@@ -188,6 +188,32 @@ def check_best_metric(metric: str, names: list[str]) -> None:
         )
 
 
+def prepare_labels(raw, data_args, seq_cls: bool, fixed_labels, checkpoint_labels, labels_from: str):
+    """The splits with their labels converted, the label list and the scheme (`seqft.data` / `seqft.seqcls`).
+
+    `fixed_labels` (a teacher's, or an evaluated model's) fix the list. `checkpoint_labels`, those of a fine-tuned
+    model the run trains on from: when the data's labels are the same set in another order, its order is kept, so
+    each row of its classifier keeps the label it was trained for; a different set is a warning.
+    """
+
+    def prepare(labels):
+        if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
+            return seqcls.prepare_labels(raw, data_args, labels)
+        return seqdata.prepare_labels(raw, data_args.label_scheme, labels, labels_from)
+
+    prepared, label_names, scheme = prepare(fixed_labels)
+    if checkpoint_labels is None or label_names == checkpoint_labels:
+        return prepared, label_names, scheme
+    if set(label_names) == set(checkpoint_labels):
+        return prepare(checkpoint_labels)
+    logger.warning(
+        f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
+        f"({', '.join(label_names)}): its classifier does not carry over (set ignore_mismatched_sizes when their "
+        "number differs, or start from the base encoder)."
+    )
+    return prepared, label_names, scheme
+
+
 def check_splits(training_args, raw) -> None:
     """Evaluation asked for without its split: an error during training, a warning for do_eval / do_predict."""
     if training_args.eval_strategy != "no" and "validation" not in raw:
@@ -286,25 +312,9 @@ def run(argv=None) -> dict:
         if teacher is not None
         else f"model_name_or_path ({model_args.model_name_or_path})"
     )
-
-    def prepare(labels):
-        if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
-            return seqcls.prepare_labels(raw, data_args, labels)
-        return seqdata.prepare_labels(raw, data_args.label_scheme, labels, labels_from)
-
-    prepared, label_names, scheme = prepare(fixed_labels)
-    if (
-        fixed_labels is None and checkpoint_labels is not None and teacher is None
-    ):  # training on from a fine-tuned model
-        if set(label_names) == set(checkpoint_labels) and label_names != checkpoint_labels:
-            # its order, not the data's sorted one: each row of its classifier keeps the label it was trained for
-            prepared, label_names, scheme = prepare(checkpoint_labels)
-        elif set(label_names) != set(checkpoint_labels):
-            logger.warning(
-                f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
-                f"({', '.join(label_names)}): its classifier does not carry over (set ignore_mismatched_sizes when "
-                "their number differs, or start from the base encoder)."
-            )
+    # a fine-tuned model trained on keeps its label order; a teacher's or an evaluated model's labels are fixed
+    keep_order = checkpoint_labels if fixed_labels is None else None
+    prepared, label_names, scheme = prepare_labels(raw, data_args, seq_cls, fixed_labels, keep_order, labels_from)
     raw = seqdata.limit_samples(prepared, data_args)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")

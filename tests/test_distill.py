@@ -297,15 +297,14 @@ def test_a_base_model_as_teacher_is_refused_for_its_placeholder_label_names(tmp_
         trainer_for(tmp_path, bert(), base)
 
 
-def test_seqft_train_refuses_a_base_encoder_as_teacher(tmp_path, capsys):
+def distil_recipe(tmp_path, teacher=None) -> str:
+    """A one-step seqft.train recipe distilling into a tiny encoder (`teacher`: a folder; default the encoder)."""
     from helpers import save_tiny_bert, write_conll
-
-    from seqft.train import main
 
     encoder = save_tiny_bert(tmp_path / "encoder")
     recipe = {
         "model_name_or_path": str(encoder),
-        "teacher_model_name_or_path": str(encoder),
+        "teacher_model_name_or_path": str(teacher or encoder),
         "train_file": str(write_conll(tmp_path / "train.txt")),
         "output_dir": str(tmp_path / "out"),
         "do_train": True,
@@ -314,7 +313,13 @@ def test_seqft_train_refuses_a_base_encoder_as_teacher(tmp_path, capsys):
         "report_to": "none",
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
-    assert main([str(tmp_path / "r.json")]) == 2
+    return str(tmp_path / "r.json")
+
+
+def test_seqft_train_refuses_a_base_encoder_as_teacher(tmp_path, capsys):
+    from seqft.train import main
+
+    assert main([distil_recipe(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "seqft: error: teacher_model_name_or_path=" in err and "has no label names" in err, err
     assert "LABEL_0, LABEL_1" not in err and "add examples" not in err
@@ -323,29 +328,16 @@ def test_seqft_train_refuses_a_base_encoder_as_teacher(tmp_path, capsys):
 def test_a_bioes_teacher_sets_the_students_scheme(tmp_path, capsys):
     """IOB2 data and a BIOES teacher: label_scheme IOB2 (the default) is refused, naming the teacher; with `auto`
     the data is converted to BIOES, so the student's gold and the teacher's soft targets share one scheme."""
-    from helpers import save_tiny_bert, write_conll
-
     from seqft.train import main
 
-    encoder = save_tiny_bert(tmp_path / "encoder")
     teacher = bert(labels.complete_label_list(["B-PER", "B-LOC", "B-ORG"], "BIOES"))
     teacher.save_pretrained(tmp_path / "teacher")
     tiny_tokenizer().save_pretrained(tmp_path / "teacher")
-    recipe = {
-        "model_name_or_path": str(encoder),
-        "teacher_model_name_or_path": str(tmp_path / "teacher"),
-        "train_file": str(write_conll(tmp_path / "train.txt")),
-        "output_dir": str(tmp_path / "out"),
-        "do_train": True,
-        "max_steps": 1,
-        "use_cpu": True,
-        "report_to": "none",
-    }
-    (tmp_path / "r.json").write_text(json.dumps(recipe))
-    assert main([str(tmp_path / "r.json")]) == 2
+    recipe = distil_recipe(tmp_path, tmp_path / "teacher")
+    assert main([recipe]) == 2
     err = capsys.readouterr().err
     assert f"label_scheme is IOB2, but the teacher ({tmp_path / 'teacher'}) predicts BIOES tags" in err, err
-    assert main([str(tmp_path / "r.json"), "--label_scheme", "auto"]) == 0
+    assert main([recipe, "--label_scheme", "auto"]) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["label_scheme"] == "BIOES" and list(config["id2label"].values()) == list(
         teacher.config.id2label.values()

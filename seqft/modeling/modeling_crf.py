@@ -111,6 +111,23 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
     # ---------------------------------------------------------------------------------------------- construction
 
     @classmethod
+    def load_encoder(
+        cls, model_name_or_path: str, encoder_config: PretrainedConfig | None = None, **from_pretrained_kwargs
+    ) -> tuple[PreTrainedModel, SeqFTCRFForTokenClassification | None]:
+        """The pretrained encoder in `model_name_or_path`, and the model of this class it came from when the folder
+        holds one (an earlier CRF run), else None. `encoder_config`, when given, replaces the encoder's own
+        configuration (not for an earlier CRF run, whose encoder is as it was trained)."""
+        if (
+            AutoConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs).model_type
+            == cls.config_class.model_type
+        ):
+            trained = cls.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+            return trained.encoder, trained
+        if encoder_config is not None:
+            from_pretrained_kwargs = {**from_pretrained_kwargs, "config": encoder_config}
+        return AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs), None
+
+    @classmethod
     def from_encoder(
         cls,
         model_name_or_path: str,
@@ -139,17 +156,10 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         id2label = {int(i): str(label) for i, label in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
-        kept = None  # an earlier CRF run with these labels: its classifier and CRF
-        saved_type = AutoConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs).model_type
-        if saved_type == cls.config_class.model_type:
-            trained = cls.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
-            encoder = trained.encoder
-            if trained.config.id2label == id2label and trained.config.label_scheme == label_scheme:
-                kept = trained
-        else:
-            if encoder_config is not None:
-                from_pretrained_kwargs = {**from_pretrained_kwargs, "config": encoder_config}
-            encoder = AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+        encoder, trained = cls.load_encoder(model_name_or_path, encoder_config, **from_pretrained_kwargs)
+        kept = None  # an earlier CRF run with these labels: its classifier and CRF carry on
+        if trained is not None and trained.config.id2label == id2label and trained.config.label_scheme == label_scheme:
+            kept = trained
         config = SeqFTCRFConfig(
             encoder_config=encoder.config,
             id2label=id2label,
