@@ -641,6 +641,57 @@ def lora_ga_gradients(batches: int, seed: int):
     return prepare
 
 
+def corda_covariance(batches: int, seed: int, method: str):
+    """`before_wrap` for CorDA: peft's `preprocess_corda` gathers each adapted layer's input covariance over
+    the sentences of `batches` random training batches of 32 (forward passes, one sentence at a time) and, with `init_lora_weights: "corda"`, starts
+    each adapter from the weight's singular directions weighted by that covariance (`ipm`: the directions the task's
+    inputs use most; `kpm`: the least, keeping the rest of the pretrained weight)."""
+
+    def prepare(model, train_dataset, collator):
+        from peft import LoraConfig
+        from peft.tuners.lora.config import CordaConfig
+        import torch
+        from peft.tuners.lora.corda import preprocess_corda
+
+        from seqft import adapters
+
+        adapters._PREPROCESSED_INITS = {}  # experiment: seqft refuses corda in recipes (see adapters.py)
+        config = LoraConfig(
+            r=16, target_modules=FFN_LORA, init_lora_weights="corda", corda_config=CordaConfig(corda_method=method)
+        )
+        keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in train_dataset.column_names]
+        rows = train_dataset.shuffle(seed=seed).select(range(min(32 * batches, len(train_dataset))))
+        rows = rows.select_columns(keep + ["labels"])
+
+        @torch.no_grad()
+        def run_model():  # one sentence per call: peft's hook takes a (tokens, features) input, no padding
+            for i in range(len(rows)):
+                batch = collator([rows[i]])
+                batch.pop("labels", None)
+                model(**batch)
+
+        preprocess_corda(model, config, run_model)
+
+    return prepare
+
+
+for _name, _method in [
+    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf_corda_ipm", "ipm"),
+    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf_corda_kpm", "kpm"),
+]:
+    register_arm(
+        _name,
+        f"seqft_lora_ffn_bias_ln_rs with the CRF head at 3x, initialised with CorDA {_method.upper()} "
+        "(init_lora_weights 'corda', input covariance of 16 batches), lr 1e-3",
+    )(
+        lambda ctx, _m=_method: build_rs_head(
+            ctx,
+            before_wrap=corda_covariance(16, ctx.settings.seed, _m),
+            **{**HI, "crf": True, "lora_options": {"init_lora_weights": "corda", "corda_config": {"corda_method": _m}}},
+        )
+    )
+
+
 for _name, _what, _options in [
     (
         "seqft_lora_ffn_bias_ln_rs_head_hi_ga",

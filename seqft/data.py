@@ -609,6 +609,9 @@ TOKENIZER_FILES = (
 
 
 def load_tokenizer(name_or_path: str, **kwargs):
+    """A fast tokenizer that tokenises pre-split words as running text. Training passes `split_special_tokens=True`
+    (saved with the model, so the pipeline and `seqft.predict` keep it): a word such as "[SEP]" in the data is text,
+    not a separator in the middle of the sentence."""
     from transformers import AutoTokenizer
 
     if os.path.isdir(name_or_path) and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_FILES):

@@ -598,7 +598,7 @@ def load_teacher_tokenizer(teacher: nn.Module):
     if not path:
         return None
     try:
-        return seqdata.load_tokenizer(path)
+        return seqdata.load_tokenizer(path, split_special_tokens=True)
     except (OSError, ValueError) as err:  # DataError is a ValueError
         logger.info(f"No tokenizer loaded from the teacher's path {path!r}: {err}")
         return None

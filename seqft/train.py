@@ -341,7 +341,7 @@ def run(argv=None) -> dict:
     copies_teacher = student_from_teacher and training_args.student_init == "teacher"
     tokenizer_path = teacher.name_or_path if copies_teacher else model_path
     tokenizer = seqdata.load_tokenizer(
-        seqdata.resolve_path(model_args.tokenizer_name) or tokenizer_path, **load_kwargs
+        seqdata.resolve_path(model_args.tokenizer_name) or tokenizer_path, split_special_tokens=True, **load_kwargs
     )
     if copies_teacher:
         model = teacher

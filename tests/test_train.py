@@ -450,3 +450,20 @@ def test_max_train_samples_keeps_the_label_list_of_the_whole_training_file(fixtu
     labels = set(json.loads((out / "config.json").read_text())["id2label"].values())
     assert labels == {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
     assert json.loads((out / "train_results.json").read_text())["train_samples"] == 1
+
+
+def test_a_special_token_written_in_the_data_is_text(fixture_dir, tmp_path):
+    """A word "[SEP]" in a sentence became the separator token, in training and prediction alike; the saved
+    tokenizer now splits it into text pieces, so the pipeline and seqft.predict read it as a word too."""
+    from transformers import AutoTokenizer
+
+    from seqft.predict import Document, Predictor
+
+    write_conll(tmp_path / "train.txt", [(["John", "[SEP]", "Berlin"], ["B-PER", "O", "B-LOC"])] + SENTENCES)
+    out = tmp_path / "run"
+    assert main([recipe(fixture_dir, out, train_file=str(tmp_path / "train.txt"), do_eval=False, max_steps=1)]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer(["john", "[SEP]", "berlin"], is_split_into_words=True)["input_ids"]
+    assert ids.count(tokenizer.sep_token_id) == 1 and ids[-1] == tokenizer.sep_token_id
+    (prediction,) = Predictor(out).predict_documents([Document.from_words(["John", "[SEP]", "[MASK]", "Berlin"])])
+    assert len(prediction.tags) == 4
