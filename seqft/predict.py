@@ -70,6 +70,9 @@ _ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-
 # Inputs
 
 
+_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")  # zero-width space, (non-)joiner, word joiner, BOM
+
+
 @dataclass
 class Document:
     """One text to label: its words and, for raw text, the text and each word's character offsets."""
@@ -85,7 +88,17 @@ class Document:
 
     @classmethod
     def from_text(cls, text: str, **kwargs) -> Document:
-        spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        """Words split at whitespace; zero-width characters at a word's edges are not part of it (the tokenizer
+        drops them, and an entity's offsets should not cover them), and a word of nothing else is no word."""
+        spans = []
+        for m in re.finditer(r"\S+", text):
+            start, end = m.span()
+            while start < end and text[start] in _ZERO_WIDTH:
+                start += 1
+            while end > start and text[end - 1] in _ZERO_WIDTH:
+                end -= 1
+            if start < end:
+                spans.append((start, end))
         return cls([text[a:b] for a, b in spans], text=text, offsets=spans, **kwargs)
 
     @classmethod
