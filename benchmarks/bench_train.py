@@ -675,19 +675,22 @@ def corda_covariance(batches: int, seed: int, method: str):
     return prepare
 
 
-for _name, _method in [
-    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf_corda_ipm", "ipm"),
-    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf_corda_kpm", "kpm"),
+for _name, _method, _head in [
+    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf_corda_ipm", "ipm", HI["head_factor"]),
+    ("seqft_lora_ffn_bias_ln_rs_head10_crf_corda_ipm", "ipm", 10.0),
+    ("seqft_lora_ffn_bias_ln_rs_head_hi_crf_corda_kpm", "kpm", HI["head_factor"]),
 ]:
     register_arm(
         _name,
-        f"seqft_lora_ffn_bias_ln_rs with the CRF head at 3x, initialised with CorDA {_method.upper()} "
+        f"seqft_lora_ffn_bias_ln_rs with the CRF head at {_head:g}x, initialised with CorDA {_method.upper()} "
         "(init_lora_weights 'corda', input covariance of 16 batches), lr 1e-3",
     )(
-        lambda ctx, _m=_method: build_rs_head(
+        lambda ctx, _m=_method, _h=_head: build_rs_head(
             ctx,
             before_wrap=corda_covariance(16, ctx.settings.seed, _m),
-            **{**HI, "crf": True, "lora_options": {"init_lora_weights": "corda", "corda_config": {"corda_method": _m}}},
+            head_factor=_h,
+            crf=True,
+            lora_options={"init_lora_weights": "corda", "corda_config": {"corda_method": _m}},
         )
     )
 

@@ -29,6 +29,12 @@ What seqft does:
   recipe without a word (a new learning rate is ignored, a new `lora_alpha` rescales trained weights) or fails
   with a bare traceback when shapes differ. What only steers the rest of the run or its outputs (`max_steps`,
   `num_train_epochs`, logging, evaluation, saving) may change.
+* `BoundaryJITCheckpoint` (`enable_jit_checkpoint`): the stock SIGTERM callback also saves from
+  `on_pre_optimizer_step`, i.e. mid-step (step N's weights, the RNG already drawn for step N+1's dropout), so a run
+  resumed from it departs from an uninterrupted one, and that save replaced a complete checkpoint of the same step.
+  seqft's waits for the end of the step (at most one step later) and asks for the Trainer's regular save there
+  (after the step's logging, atomic as every save); `seqft.train` then stops with exit status 143, writing no final
+  model or results as if the run had finished.
 * `refuse_previous_run` / `clear_previous_run`: a new training run (not a resume) in an `output_dir` that holds an earlier run's
   checkpoints or results is refused, as `run_ner.py` refused it, unless `overwrite_output_dir` is set; then those
   files are deleted first, so no earlier checkpoint, score or prediction outlives the run that made it (the Trainer
@@ -50,6 +56,7 @@ from pathlib import Path
 from .errors import RecipeError
 
 __all__ = [
+    "BoundaryJITCheckpoint",
     "RESUME_LAST",
     "STAGING_PREFIX",
     "checkpoint_problems",
@@ -369,6 +376,64 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
         hint = f" Set resume_from_checkpoint to '{RESUME_LAST}' to resume from the last complete checkpoint."
         raise RecipeError(f"'resume_from_checkpoint' = {value!r} cannot be resumed from: {'; '.join(problems)}.{hint}")
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SIGTERM (JIT) checkpoints
+
+
+def _jit_base():
+    from transformers.trainer_jit_checkpoint import JITCheckpointCallback
+
+    return JITCheckpointCallback
+
+
+class BoundaryJITCheckpoint(_jit_base()):
+    """transformers' JIT (SIGTERM) checkpoint, saved only between optimizer steps (see the module docs).
+
+    `stopped_at` is the step at which a SIGTERM stopped training (None: it was not stopped).
+    """
+
+    stopped_at: int | None = None
+
+    @classmethod
+    def install(cls, trainer) -> None:
+        """Take the place of the stock callback the Trainer adds for `enable_jit_checkpoint` (same signal handler)."""
+        callbacks = trainer.callback_handler.callbacks
+        for i, callback in enumerate(callbacks):
+            if type(callback) is _jit_base():
+                replacement = cls()
+                replacement.trainer, replacement.jit_manager = callback.trainer, callback.jit_manager
+                callbacks[i] = replacement
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        pass  # mid-step: the request waits for on_step_end
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        pass  # the previous step's on_step_end has seen any request made before now
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._save_and_stop(state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._save_and_stop(state, control)
+
+    def _save_and_stop(self, state, control) -> None:
+        manager = self.jit_manager
+        if manager is None or not manager.is_checkpoint_requested:
+            return
+        manager.is_checkpoint_requested = False
+        # the Trainer's own save of this step, after its logging: the checkpoint a save_steps save would be
+        control.should_save = True
+        control.should_training_stop = True
+        self.stopped_at = state.global_step
+
+
+def stopped_by_signal(trainer) -> int | None:
+    """The step at which a SIGTERM (`enable_jit_checkpoint`) stopped `trainer.train()`, or None."""
+    return next(
+        (c.stopped_at for c in trainer.callback_handler.callbacks if isinstance(c, BoundaryJITCheckpoint)), None
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

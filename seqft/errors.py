@@ -13,12 +13,22 @@ class DataError(SeqFTError, ValueError):
     """Input data is missing, malformed, or inconsistent with the labels."""
 
 
+class Interrupted(SeqFTError):
+    """Training was stopped by a signal after saving a checkpoint: not finished, so no final outputs."""
+
+    exit_status = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+
+
 def run_cli(run, argv=None) -> int:
-    """Call `run(argv)`; a SeqFTError becomes one `seqft: error: ...` line on stderr and exit status 2."""
+    """Call `run(argv)`; a SeqFTError becomes one `seqft: error: ...` line on stderr and exit status 2 (an
+    `Interrupted` run: `seqft: stopped: ...` and 143)."""
     import sys
 
     try:
         run(argv)
+    except Interrupted as err:
+        print(f"seqft: stopped: {err}", file=sys.stderr)
+        return err.exit_status
     except SeqFTError as err:
         print(f"seqft: error: {err}", file=sys.stderr)
         return 2

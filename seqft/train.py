@@ -24,7 +24,7 @@ from . import adapters, checkpoints, distill, seqcls
 from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
-from .errors import RecipeError, SeqFTError, run_cli
+from .errors import Interrupted, RecipeError, SeqFTError, run_cli
 from .labels import placeholder_names
 from .metrics import build_compute_metrics, metric_names
 from .parser import parse_recipe, resolved_recipe
@@ -439,6 +439,13 @@ def run(argv=None) -> dict:
         if "train" not in tokenized:
             raise SeqFTError("do_train is set but no training split was loaded.")
         train_result = trainer.train(resume_from_checkpoint=resume)
+        stopped = checkpoints.stopped_by_signal(trainer)
+        if stopped is not None:  # preempted: the checkpoint is the output; final model and results would lie
+            raise Interrupted(
+                f"SIGTERM: training stopped at step {stopped} of {trainer.state.max_steps} and saved "
+                f"{os.path.join(training_args.output_dir, f'checkpoint-{stopped}')}. Run the same command with "
+                "'resume_from_checkpoint': 'last' to go on; no final model or results were written."
+            )
         trainer.save_model()
         if model_args.merge_adapter:
             adapters.merge_after_training(trainer, os.path.join(training_args.output_dir, "merged"), tokenizer)

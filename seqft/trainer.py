@@ -94,6 +94,7 @@ class SeqFTTrainer(Trainer):
 
             params["model"] = wrap_model(params["model"], peft_config)
         super().__init__(**params)
+        checkpoints.BoundaryJITCheckpoint.install(self)  # SIGTERM saves between steps only (enable_jit_checkpoint)
         self._install_loss(params.get("compute_loss_func"))
         if self.is_deepspeed_enabled and self.args.has_group_rates:
             # an accelerate config's DeepSpeed file too: its "optimizer" block would bypass create_optimizer

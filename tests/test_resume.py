@@ -201,6 +201,53 @@ def test_sigkill_during_a_save_leaves_no_checkpoint(root, uninterrupted):
     assert not list(out.glob("tmp-checkpoint-*"))
 
 
+SIGTERM_MID_STEP = """
+import sys
+import transformers
+from transformers.trainer_jit_checkpoint import JITCheckpointCallback
+
+class GracePeriodEnds(transformers.TrainerCallback):
+    # what transformers' SIGTERM timer thread does 3 s after the signal, at a fixed moment: during step 15, whose
+    # forward and backward come before the optimizer step (the stock callback saved there, mid-step: checkpoint-14)
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 14:
+            for callback in self.trainer.callback_handler.callbacks:
+                if isinstance(callback, JITCheckpointCallback):
+                    callback.jit_manager.is_checkpoint_requested = True
+
+import seqft.trainer
+init = seqft.trainer.SeqFTTrainer.__init__
+
+def with_signal(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    callback = GracePeriodEnds()
+    callback.trainer = self
+    self.add_callback(callback)
+
+seqft.trainer.SeqFTTrainer.__init__ = with_signal
+from seqft.train import main
+sys.exit(main([sys.argv[1]]))
+"""
+
+
+def test_sigterm_saves_at_the_end_of_the_step_and_stops_without_final_outputs(root, uninterrupted):
+    """enable_jit_checkpoint: the stock callback saved mid-step (step 14's weights, the RNG already drawn for step
+    15's dropout) and the run then wrote its final model and results and exited 0, as if finished. The stop comes
+    at a logging step, so the resumed run's logged losses cover the same steps as the uninterrupted run's."""
+    out = root / "sigterm"
+    script = root / "sigterm_mid_step.py"
+    script.write_text(SIGTERM_MID_STEP)
+    path = recipe(root, "sigterm", enable_jit_checkpoint=True)
+    proc = subprocess.run([sys.executable, str(script), path], cwd=REPO, env=env(), capture_output=True, timeout=600)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert b"seqft: stopped: SIGTERM: training stopped at step 15 of 60" in proc.stderr
+    assert not (out / "train_results.json").exists() and not (out / "model.safetensors").exists()
+    assert checkpoint_problems(out / "checkpoint-15") == [] and not (out / "checkpoint-14").exists()
+
+    assert main([path, "--resume_from_checkpoint", "last"]) == 0
+    assert_same_result(out, uninterrupted)
+
+
 def test_resume_from_an_incomplete_checkpoint_fails_cleanly(root, uninterrupted, capsys):
     half = half_written(Path(last_complete_checkpoint(uninterrupted)), root / "half" / "checkpoint-7")
     assert main([recipe(root, "half"), "--resume_from_checkpoint", str(half)]) == 2
