@@ -223,9 +223,25 @@ def _step_key(name: str) -> tuple[int, str]:
     return (_step(name) or -1, name)
 
 
-def refuse_previous_run(output_dir: str) -> None:
-    """RecipeError when `output_dir` holds an earlier run (see `previous_run`); for a run that does not resume."""
+def interrupted_saves(output_dir: str | os.PathLike) -> list[str]:
+    """Names in `output_dir` that a save cut short left behind: staging directories and incomplete checkpoints."""
+    return [
+        name
+        for name in previous_run(output_dir)
+        if name.startswith(STAGING_PREFIX + "-")
+        or (_step(name) is not None and checkpoint_problems(os.path.join(output_dir, name)))
+    ]
+
+
+def refuse_previous_run(output_dir: str, resuming_last: bool = False) -> None:
+    """RecipeError when `output_dir` holds an earlier run (see `previous_run`); for a run that does not resume.
+
+    `resuming_last` ('last' found no complete checkpoint): what an interrupted save left is this job's own
+    (a job killed during its first save), not an earlier run; `clear_interrupted_saves` removes it.
+    """
     found = previous_run(output_dir)
+    if resuming_last:
+        found = [name for name in found if name not in interrupted_saves(output_dir)]
     if found:
         resumable = any(_step(name) is not None for name in found)
         hint = (
@@ -237,6 +253,15 @@ def refuse_previous_run(output_dir: str) -> None:
             f"'output_dir' = {output_dir!r} holds an earlier run ({_listing(found)}). {hint}set "
             "'overwrite_output_dir': true to delete those files and start afresh, or choose another output_dir."
         )
+
+
+def clear_interrupted_saves(output_dir: str) -> None:
+    """Delete staging directories and incomplete checkpoints (`interrupted_saves`); main process, before training."""
+    found = interrupted_saves(output_dir)
+    for name in found:
+        shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    if found:
+        logger.warning(f"Deleted {_listing(found)} from {output_dir}: saves that were cut short, never complete.")
 
 
 def clear_previous_run(output_dir: str) -> None:
@@ -327,9 +352,14 @@ def check_resume(checkpoint: str, record: dict, world_size: int) -> None:
             f"{then['gradient_accumulation_steps']} x {processes} there, {now['per_device_train_batch_size']} x "
             f"{now['gradient_accumulation_steps']} x {world_size} here"
         )
-    trained_on = saved.get("data_files", {}).get("train", {}).get("sha256")
-    if trained_on and trained_on != record.get("data_files", {}).get("train", {}).get("sha256"):
-        changes.append("the training file's contents (sha256)")
+    for split, what in (
+        ("train", "the training file"),
+        ("distill_unlabelled", "distill_unlabelled_file"),  # its sentences are added to the training set
+        ("label_names", "the label names file"),
+    ):
+        trained_on = saved.get("data_files", {}).get(split, {}).get("sha256")
+        if trained_on and trained_on != record.get("data_files", {}).get(split, {}).get("sha256"):
+            changes.append(f"{what}'s contents (sha256)")
     if changes:
         raise RecipeError(
             f"'resume_from_checkpoint': {checkpoint} was trained with other settings; resuming would restore its "
@@ -339,19 +369,38 @@ def check_resume(checkpoint: str, record: dict, world_size: int) -> None:
         )
 
 
-def finished_at(checkpoint: str, record: dict) -> int | None:
-    """The step at which `checkpoint` ended its run, when this recipe asks for no more training (the same
+def finished_at(checkpoint: str, record: dict, output_dir: str) -> int | None:
+    """The step at which the run of `checkpoint` ended, when this recipe asks for no more training (the same
     `max_steps` and `num_train_epochs`); else None. Resuming there would train nothing (or, stock, one step past
-    `max_steps`) and overwrite the run's train_results.json."""
-    saved, state_path = _saved_record(checkpoint), os.path.join(checkpoint, "trainer_state.json")
-    if saved is None or not os.path.isfile(state_path):
+    `max_steps`) and overwrite the run's train_results.json.
+
+    The run ended when `checkpoint` is at its final step, or when the run's own `trainer_state.json` (written in
+    output_dir once training ended) shows the final step of the same schedule: with `load_best_model_at_end` and
+    `save_total_limit: 1` the Trainer deletes the final checkpoint and keeps only the best, an earlier one.
+    """
+    saved = _saved_record(checkpoint)
+    state = _read_state(os.path.join(checkpoint, "trainer_state.json"))
+    if saved is None or state is None:
         return None
     then = saved.get("recipe", {})
-    with open(state_path, encoding="utf-8") as fh:
-        state = json.load(fh)
-    same_length = all(then.get(key) == record["recipe"].get(key) for key in ("max_steps", "num_train_epochs"))
+    if not all(then.get(key) == record["recipe"].get(key) for key in ("max_steps", "num_train_epochs")):
+        return None
     step, total = state.get("global_step", 0), state.get("max_steps", 0)
-    return step if same_length and total and step >= total else None
+    if total and step >= total:
+        return step
+    ended = _read_state(os.path.join(output_dir, "trainer_state.json"))
+    if ended and ended.get("max_steps") == total and ended.get("global_step", 0) >= max(total, step, 1):
+        return ended["global_step"]
+    return None
+
+
+def _read_state(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            state = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | None:

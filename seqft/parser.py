@@ -161,7 +161,14 @@ def check_recipe(recipe: dict, source: str = "recipe") -> None:
         if not json_fits(value, hints[key]):
             raise RecipeError(
                 f"{source}: '{key}' = {json.dumps(value)} is not valid: expected {describe_type(hints[key])}."
+                + _TYPE_ADVICE.get((key, json.dumps(value)), "")
             )
+
+
+# Values users bring from the stock Trainer's Python API, where they are valid
+_TYPE_ADVICE = {
+    ("resume_from_checkpoint", "true"): " For the last checkpoint in output_dir (the Trainer's True), use \"last\".",
+}
 
 
 def make_parser() -> HfArgumentParser:

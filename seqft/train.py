@@ -262,8 +262,9 @@ def run(argv=None) -> dict:
         else None
     )
     fresh = training_args.do_train and resume is None  # also 'last' with no checkpoint: earlier files are stale
+    resuming_last = training_args.resume_from_checkpoint == checkpoints.RESUME_LAST
     if fresh and not training_args.overwrite_output_dir:
-        checkpoints.refuse_previous_run(training_args.output_dir)
+        checkpoints.refuse_previous_run(training_args.output_dir, resuming_last)
 
     load_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision}
     if model_args.token:
@@ -277,7 +278,7 @@ def run(argv=None) -> dict:
     if resume:  # the checkpoint's recipe: only how long the run goes on and its outputs may differ
         record = resolved_record(model_args, data_args, training_args)
         checkpoints.check_resume(resume, record, training_args.world_size)
-        step = checkpoints.finished_at(resume, record)
+        step = checkpoints.finished_at(resume, record, training_args.output_dir)
         if step is not None:  # a requeued job that had finished: nothing to train, nothing to overwrite
             logger.warning(
                 f"{resume} ended its run at step {step}, and this recipe asks for no more: nothing to train. The "
@@ -414,6 +415,8 @@ def run(argv=None) -> dict:
     if fresh and training_args.overwrite_output_dir and training_args.should_save:
         # only now, with data, labels and model loaded: a run that fails on its inputs leaves the earlier one intact
         checkpoints.clear_previous_run(training_args.output_dir)
+    elif fresh and resuming_last and training_args.should_save:  # a job killed during its first save, restarted
+        checkpoints.clear_interrupted_saves(training_args.output_dir)
     if student_from_teacher and model_args.peft_config:  # the adapter's base: these blocks, not their source folder
         adapters.save_student_base(model, training_args.output_dir, training_args.should_save)
     trainer = SeqFTTrainer(

@@ -47,6 +47,7 @@ BAD_RECIPES = [
     ({**BASE, "validation_split_percentage": 10}, "expected a share strictly between 0 and 1"),
     ({**BASE, "label_scheme": "BILOU"}, "'label_scheme' = 'BILOU': expected one of IOB2, IOB1, BIOES, plain, auto"),
     ({**BASE, "max_seq_length": 2}, "'max_seq_length' = 2 is out of range: expected an integer >= 8"),
+    ({**BASE, "resume_from_checkpoint": True}, "expected a string or null. For the last checkpoint in output_dir"),
 ]
 
 

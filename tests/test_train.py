@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from transformers import (
     pipeline,
 )
 
-from seqft import SeqFTConfig, SeqFTTrainer
+from seqft import SeqFTConfig, SeqFTTrainer, checkpoints
 from seqft import data as seqdata
 from seqft.errors import RecipeError
 from seqft.train import main
@@ -172,9 +173,35 @@ def test_resume_refuses_other_settings_and_allows_a_longer_run(fixture_dir, tmp_
     assert (out / "train_results.json").read_text() == results and not (out / "checkpoint-5").exists()
 
 
-def test_resume_on_another_number_of_processes_is_refused(tmp_path):
-    from seqft import checkpoints
+def test_a_requeued_job_finds_its_run_finished_or_its_cut_short_saves(fixture_dir, tmp_path, capsys):
+    """With load_best_model_at_end and save_total_limit 1 the Trainer deletes the final checkpoint when an earlier
+    one is best: the requeued job resumed from that one and trained the last steps again. A job killed during its
+    first save was refused: its staging directory counted as an earlier run."""
+    out = tmp_path / "run"
+    args = dict(max_steps=4, save_strategy="steps", save_steps=2, do_predict=False, resume_from_checkpoint="last")
+    assert main([recipe(fixture_dir, out, **args)]) == 0
+    results = (out / "train_results.json").read_text()
+    shutil.rmtree(out / "checkpoint-4")  # what the Trainer does when checkpoint-2 is the best and the limit is 1
+    assert main([recipe(fixture_dir, out, **args)]) == 0
+    assert (out / "train_results.json").read_text() == results and not (out / "checkpoint-4").exists()
+    # a longer schedule does train on, from checkpoint-2
+    assert main([recipe(fixture_dir, out, **{**args, "max_steps": 6})]) == 0
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
 
+    cut = tmp_path / "cut"  # killed in its first save: a staging directory, and an old JIT save's marker
+    (cut / "tmp-checkpoint-2" / "checkpoint-2").mkdir(parents=True)
+    (cut / "checkpoint-4").mkdir()
+    (cut / "checkpoint-4" / "checkpoint-is-incomplete.txt").write_text("...")
+    assert main([recipe(fixture_dir, cut, **args)]) == 0
+    assert not (cut / "tmp-checkpoint-2").exists() and not checkpoints.checkpoint_problems(cut / "checkpoint-4")
+    # without 'last' they are an earlier run, as before
+    (cut / "tmp-checkpoint-9").mkdir()
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, tmp_path / "cut", max_steps=4, overwrite_output_dir=False)]) == 2
+    assert "holds an earlier run" in capsys.readouterr().err
+
+
+def test_resume_on_another_number_of_processes_is_refused(tmp_path):
     record = {"recipe": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "seed": 1}}
     (tmp_path / "seqft_recipe.json").write_text(json.dumps({**record, "world_size": 2}))
     checkpoints.check_resume(str(tmp_path), record, world_size=2)
@@ -182,6 +209,13 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
         checkpoints.check_resume(str(tmp_path), record, world_size=1)
     record_16 = {"recipe": {**record["recipe"], "per_device_train_batch_size": 16}}
     checkpoints.check_resume(str(tmp_path), record_16, world_size=1)  # the same 16 sentences a step
+    # the teacher-tagged sentences of distill_unlabelled_file join the training set: their file may not change
+    files = {"distill_unlabelled": {"sha256": "a"}, "label_names": {"sha256": "b"}}
+    (tmp_path / "seqft_recipe.json").write_text(json.dumps({**record, "world_size": 2, "data_files": files}))
+    checkpoints.check_resume(str(tmp_path), {**record, "data_files": files}, world_size=2)
+    with pytest.raises(RecipeError, match=r"distill_unlabelled_file's contents \(sha256\); the label names file's"):
+        changed = {"distill_unlabelled": {"sha256": "c"}, "label_names": {"sha256": "d"}}
+        checkpoints.check_resume(str(tmp_path), {**record, "data_files": changed}, world_size=2)
 
 
 def test_metric_for_best_model_is_checked_before_training(fixture_dir, tmp_path, capsys):
