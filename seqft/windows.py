@@ -146,7 +146,7 @@ def document_neighbours(doc_ids: Sequence | None, index: int, doc_context: int) 
 
 
 def piece_counts(tokenizer, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[int]]]:
-    """Subword tokens per word, and the words with any word that has no piece at all replaced by the unknown token.
+    """Subword tokens per word, and the words with any word that has no piece at all replaced (`placeholder`).
 
     A word the tokenizer maps to nothing (e.g. a lone zero-width space) would get no label and no prediction.
     """
@@ -154,10 +154,20 @@ def piece_counts(tokenizer, sentences: Sequence[Sequence[str]]) -> tuple[list[li
     return words, counts
 
 
+def placeholder(tokenizer) -> str:
+    """The word that stands in for a word without pieces: the unknown token, or, when the tokenizer reads it as
+    text (training saves tokenizers with `split_special_tokens`, so "[UNK]" gives four pieces), the first of a few
+    one-piece marks, so each word keeps exactly one piece, as the window plan counts it."""
+    for text in (tokenizer.unk_token, tokenizer.pad_token, "?", "-", "."):
+        if text and len(tokenizer([[text]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0]) == 1:
+            return text
+    raise ValueError(f"{type(tokenizer).__name__}: no one-piece word to stand in for a word without pieces.")
+
+
 def _tokenise(tokenizer, sentences: Sequence[Sequence[str]]):
     """`piece_counts`, plus each sentence's encoding with the special tokens as `(encoding, row, word ids)`, or None
     when the sentence is empty or had a word replaced: a sentence that fits in one window is tokenised only once."""
-    unk = tokenizer.unk_token or tokenizer.pad_token
+    unk = None
     words = [list(s) for s in sentences]
     counts = [[0] * len(s) for s in words]
     rows = [None] * len(words)
@@ -172,6 +182,7 @@ def _tokenise(tokenizer, sentences: Sequence[Sequence[str]]):
                 counts[i][w] += 1
         for w, c in enumerate(counts[i]):
             if c == 0:
+                unk = unk or placeholder(tokenizer)
                 words[i][w] = unk
                 counts[i][w] = 1
                 rows[i] = None

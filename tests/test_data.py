@@ -412,12 +412,16 @@ def test_alignment_first_subword_and_all_subwords():
     assert first[0]["length"] == 6 and first[0]["num_words_kept"] == 3
 
 
-def test_word_without_pieces_is_not_lost():
-    tok = tiny_tokenizer()
+@pytest.mark.parametrize("split_special_tokens", [False, True])
+def test_word_without_pieces_is_not_lost(split_special_tokens):
+    """With split_special_tokens (as training saves tokenizers) the text "[UNK]" is several pieces: the stand-in
+    must still be one piece, as the window plan counted it."""
+    tok = tiny_tokenizer(split_special_tokens=split_special_tokens)
     ds = seqdata.Dataset.from_dict({"tokens": [["john", "\u200b", "lives"]], "tags": [["B-PER", "O", "O"]]})
     out = seqdata.tokenize_split(ds, tok, {"O": 0, "B-PER": 1}, 32, label_all_tokens=False)
-    assert out[0]["labels"] == [-100, 1, 0, 0, -100]  # the empty word became [UNK] and keeps its label
-    assert out[0]["num_words_kept"] == 3
+    assert out[0]["labels"] == [-100, 1, 0, 0, -100]  # the empty word became one [UNK] piece and keeps its label
+    assert out[0]["input_ids"][2] == tok.unk_token_id
+    assert out[0]["num_words_kept"] == 3 and out[0]["length"] == 5
 
 
 def test_truncation_is_reported(caplog):
