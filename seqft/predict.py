@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,9 @@ _ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-
 # Inputs
 
 
-_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")  # zero-width space, (non-)joiner, word joiner, BOM
+def _invisible(char: str) -> bool:
+    """A format or control character (zero-width space, joiners, BOM, soft hyphen, BEL, ...)."""
+    return unicodedata.category(char) in ("Cf", "Cc")
 
 
 @dataclass
@@ -88,14 +91,15 @@ class Document:
 
     @classmethod
     def from_text(cls, text: str, **kwargs) -> Document:
-        """Words split at whitespace; zero-width characters at a word's edges are not part of it (the tokenizer
-        drops them, and an entity's offsets should not cover them), and a word of nothing else is no word."""
+        """Words split at whitespace; invisible characters at a word's edges (zero-width space, BOM, soft hyphen,
+        control characters) are not part of it (BERT-style tokenizers drop them, and an entity's offsets should not
+        cover them), and a word of nothing else is no word."""
         spans = []
         for m in re.finditer(r"\S+", text):
             start, end = m.span()
-            while start < end and text[start] in _ZERO_WIDTH:
+            while start < end and _invisible(text[start]):
                 start += 1
-            while end > start and text[end - 1] in _ZERO_WIDTH:
+            while end > start and _invisible(text[end - 1]):
                 end -= 1
             if start < end:
                 spans.append((start, end))
