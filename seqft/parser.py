@@ -167,7 +167,7 @@ def check_recipe(recipe: dict, source: str = "recipe") -> None:
 
 # Values users bring from the stock Trainer's Python API, where they are valid
 _TYPE_ADVICE = {
-    ("resume_from_checkpoint", "true"): " For the last checkpoint in output_dir (the Trainer's True), use \"last\".",
+    ("resume_from_checkpoint", "true"): ' For the last checkpoint in output_dir (the Trainer\'s True), use "last".',
 }
 
 
