@@ -648,9 +648,9 @@ def corda_covariance(batches: int, seed: int, method: str):
     inputs use most; `kpm`: the least, keeping the rest of the pretrained weight)."""
 
     def prepare(model, train_dataset, collator):
+        import torch
         from peft import LoraConfig
         from peft.tuners.lora.config import CordaConfig
-        import torch
         from peft.tuners.lora.corda import preprocess_corda
 
         from seqft import adapters
