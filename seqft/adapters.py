@@ -357,7 +357,8 @@ def build_peft_config(spec: dict | PeftConfig, model: nn.Module) -> PeftConfig:
     Filled in when not given: `task_type` (SEQ_CLS for a `*ForSequenceClassification` model, else TOKEN_CLS),
     `target_modules` and IA3's `feedforward_modules` for the encoder family, prompt learning's `num_virtual_tokens`
     (20), `num_layers`, `token_dim` and `num_attention_heads` (from the encoder's config, which for seqft's CRF model
-    is nested in the model's) and P-tuning's `encoder_hidden_size`. `modules_to_save` always gets every head module
+    is nested in the model's; `token_dim` of prompts that join the word embeddings is their width, `embedding_size`
+    where ALBERT and ELECTRA-small keep it below `hidden_size`) and P-tuning's `encoder_hidden_size`. `modules_to_save` always gets every head module
     (`head_modules`), after any the spec names.
     """
     config_cls = check_peft_spec(spec)
@@ -584,6 +585,10 @@ def _prompt_sizes(config: PeftConfig, encoder_config) -> dict:
                     f"({type(encoder_config).__name__}); set '{option}' in peft_config."
                 )
         sizes[option] = value
+    width = getattr(encoder_config, "embedding_size", None)
+    if config.token_dim is None and config.peft_type != PeftType.PREFIX_TUNING and isinstance(width, int):
+        # prompts join the word embeddings, which ALBERT and ELECTRA-small keep narrower than the hidden states
+        sizes["token_dim"] = width
     if getattr(config, "encoder_hidden_size", False) is None:  # P-tuning's prompt encoder
         sizes["encoder_hidden_size"] = sizes["token_dim"]
     return sizes

@@ -421,6 +421,25 @@ def test_prompt_learning_needs_the_vocabulary_size_on_the_config():
     assert adapters.build_peft_config({"peft_type": "LORA"}, _Tagger()).modules_to_save == ["classifier"]
 
 
+@pytest.mark.parametrize("family", ["albert", "electra"])
+@pytest.mark.parametrize("peft_type", ["P_TUNING", "PROMPT_TUNING"])
+def test_prompts_take_the_width_of_word_embeddings_narrower_than_the_hidden_states(family, peft_type):
+    """ALBERT (every checkpoint) and ELECTRA-small embed words in fewer dimensions than their hidden states; the
+    prompts join the word embeddings, so they take that width (hidden_size failed at the first step)."""
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    sizes = tiny_bert_config().to_dict()
+    keep = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    config = AutoConfig.for_model(family, **{k: sizes[k] for k in keep}, embedding_size=16, num_labels=3)
+    torch.manual_seed(0)
+    model = adapters.wrap_model(AutoModelForTokenClassification.from_config(config), {"peft_type": peft_type})
+    assert model.active_peft_config.token_dim == 16
+    ids = torch.tensor([[2, 7, 8, 3]])
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([[-100, 1, 0, -100]]))
+    assert out.logits.shape == (1, 4, 3)
+    out.loss.backward()
+
+
 def test_trainable_parameters_are_counted_and_logged(root, caplog):
     with caplog.at_level("INFO", logger="seqft"):
         model = adapters.wrap_model(crf_model(root), LORA)
