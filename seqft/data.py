@@ -627,8 +627,38 @@ def load_tokenizer(name_or_path: str, **kwargs):
         check_pretokenized(tokenizer)
     except DataError:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **kwargs)
-        check_pretokenized(tokenizer)
+        try:
+            check_pretokenized(tokenizer)
+        except DataError:
+            # the generic TokenizersBackend (ModernBERT's in transformers 5) ignores add_prefix_space: set it in the
+            # backend's pre-tokenizer itself, which save_pretrained writes to tokenizer.json for the pipeline too
+            _prefix_space_in_backend(tokenizer)
+            check_pretokenized(tokenizer)
     return tokenizer
+
+
+def _prefix_space_in_backend(tokenizer) -> None:
+    """Turn on the byte-level pre-tokenizer's prefix space (and Metaspace's on every word) in the Rust backend."""
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+
+    def turn_on(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel" and "add_prefix_space" in node:
+                node["add_prefix_space"] = True
+            if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
+                node["prepend_scheme"] = "always"
+            for value in node.values():
+                turn_on(value)
+        elif isinstance(node, list):
+            for value in node:
+                turn_on(value)
+
+    turn_on(state.get("pre_tokenizer"))
+    backend = Tokenizer.from_str(json.dumps(state))
+    backend.encode_special_tokens = tokenizer.backend_tokenizer.encode_special_tokens
+    tokenizer._tokenizer = backend
 
 
 def align_labels(

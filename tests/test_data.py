@@ -451,6 +451,29 @@ def test_bpe_tokenizer_gets_prefix_space(tmp_path):
     seqdata.check_pretokenized(fixed)  # reloaded with the prefix space
 
 
+def test_a_generic_byte_level_tokenizer_gets_the_prefix_space_in_its_backend(tmp_path):
+    """transformers 5 loads ModernBERT's tokenizer as the generic TokenizersBackend, which ignores add_prefix_space:
+    seqft sets it in the backend's pre-tokenizer, and the saved tokenizer keeps it (for the pipeline too)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["[UNK]"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator([" ".join(w) for w, _ in SENTENCES] * 20, trainer)
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    with pytest.raises(DataError, match="add_prefix_space=True"):
+        seqdata.check_pretokenized(AutoTokenizer.from_pretrained(tmp_path / "tok", add_prefix_space=True))
+    fixed = seqdata.load_tokenizer(str(tmp_path / "tok"), split_special_tokens=True)
+    seqdata.check_pretokenized(fixed)
+    assert fixed.split_special_tokens
+    fixed.save_pretrained(tmp_path / "saved")
+    seqdata.check_pretokenized(AutoTokenizer.from_pretrained(tmp_path / "saved"))
+
+
 def test_sort_by_length_keeps_original_order():
     ds = seqdata.Dataset.from_dict({"length": [5, 2, 9, 2]})
     out = seqdata.sort_by_length(ds)
