@@ -9,7 +9,8 @@ Depths, for a model whose encoder has `L` transformer blocks (`num_layers_of(mod
   `encoder.LayerNorm` that normalises them. DeBERTa's relative-position table is its position embedding: the encoder
   computes (and normalises) it once, before the first block, and hands the same tensor to every block, exactly as
   BERT's absolute `position_embeddings` are added once at the input.
-* `k + 1` — transformer block `k` (0-based, as in `encoder.layer.k.`), so `1 … L`.
+* `k + 1` — transformer block `k` (0-based, as in `encoder.layer.k.`), so `1 … L`. DeBERTa-v2's `encoder.conv`
+  (xlarge/xxlarge), applied to the first block's output only, goes with block 0.
 * `L + 1` — everything above the last block: pooler, final norms (ModernBERT's `final_norm`, its `head`), the task
   head (`classifier`, `pre_classifier`, `score`, `qa_outputs`), a CRF (`crf.*`), distillation modules named
   `distill*`, and PEFT prompt-learning parameters (`prompt_encoder.*`, see below).
@@ -86,6 +87,10 @@ _BLOCK_PATTERNS = (
     re.compile(_SEG + r"layers\.(\d+)\."),
 )
 
+# Depth 1, with block 0: DeBERTa-v2's convolution (`conv_kernel_size` > 0, the xlarge/xxlarge checkpoints), which
+# the encoder applies to the output of its first block only.
+_FIRST_BLOCK_PATTERNS = (re.compile(_SEG + r"encoder\.conv\."),)
+
 # Depth 0.
 _EMBEDDING_PATTERNS = (
     re.compile(_SEG + r"embeddings\."),  # every architecture's embedding module (ModernBERT's included)
@@ -138,6 +143,8 @@ def get_layer_id(name: str, num_layers: int) -> int:
                     f"block(s); pass the count from `num_layers_of(model)` (for ALBERT this is `num_hidden_groups`)."
                 )
             return index + 1
+    if any(p.search(name) for p in _FIRST_BLOCK_PATTERNS):
+        return 1
     if any(p.search(name) for p in _EMBEDDING_PATTERNS):
         return 0
     if any(p.search(name) for p in _TOP_PATTERNS):

@@ -58,6 +58,7 @@ def _config(model_type: str, **overrides):
             position_buckets=8,
             norm_rel_ebd="layer_norm",
             position_biased_input=False,
+            conv_kernel_size=3,  # the xlarge/xxlarge checkpoints' convolution after block 0
             **kwargs,
         )
     if model_type == "distilbert":
@@ -142,6 +143,8 @@ ARCHITECTURES = [
             "deberta.encoder.rel_embeddings.weight": 0,
             "deberta.encoder.LayerNorm.weight": 0,
             "deberta.encoder.layer.0.attention.self.pos_key_proj.weight": 1,
+            "deberta.encoder.conv.conv.weight": 1,
+            "deberta.encoder.conv.LayerNorm.bias": 1,
             "deberta.encoder.layer.1.attention.self.query_proj.weight": 2,
             "pooler.dense.weight": 3,
             "classifier.weight": 3,
