@@ -676,6 +676,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     documents = [
         doc for path, lines in zip(paths, contents) for doc in parse_input(path, lines, args.input_format, labels)
     ]
+    if args.format == "conll":  # JSONL 'tokens' may hold a space or a newline; a CoNLL line cannot
+        spaced = next(((d, i) for d in documents for i, w in enumerate(d.words) if any(c.isspace() for c in w)), None)
+        if spaced is not None:
+            document, i = spaced
+            raise DataError(
+                f"{document.source}: word {i + 1} of 'tokens', {document.words[i]!r}, holds whitespace, which "
+                "--format conll would write as several words on one line (or across lines); use --format jsonl, "
+                "or split it into words."
+            )
     if args.no_progress:
         import transformers
 

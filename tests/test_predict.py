@@ -189,6 +189,11 @@ def test_jsonl_tokens_and_text_rows(model_dir, tmp_path, capsys):
     assert second["meta"] == {"a": 1} and second["text"] == TEXTS[1]
     # a word list gets offsets into the words joined by single spaces, as the pipeline's is_split_into_words does
     assert_same_entities(first["entities"], Predictor(model_dir).predict([TEXTS[0]])[0])
+    # a word holding whitespace is one word in JSONL output; CoNLL lines cannot hold it (5 words became 6 lines)
+    path.write_text(json.dumps({"tokens": ["john", "new york", "a\nb"]}) + "\n")
+    assert run_cli([str(model_dir), str(path)], capsys)[0] == 0
+    code, out, err = run_cli([str(model_dir), str(path), "--format", "conll"], capsys)
+    assert code == 2 and "in.jsonl:1: word 2 of 'tokens', 'new york', holds whitespace" in err and not out
 
 
 @pytest.mark.parametrize(
