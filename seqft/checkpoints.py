@@ -32,8 +32,9 @@ What seqft does:
 * `BoundaryJITCheckpoint` (`enable_jit_checkpoint`): the stock SIGTERM callback also saves from
   `on_pre_optimizer_step`, i.e. mid-step (step N's weights, the RNG already drawn for step N+1's dropout), so a run
   resumed from it departs from an uninterrupted one, and that save replaced a complete checkpoint of the same step.
-  seqft's waits for the end of the step (at most one step later) and asks for the Trainer's regular save there
-  (after the step's logging, atomic as every save); `seqft.train` then stops with exit status 143, writing no final
+  seqft's waits for the end of the step (at most one step later; on several ranks, the first rank whose grace
+  period ends stops them all at the same step) and asks for the Trainer's regular save there (after the step's
+  logging, atomic as every save); `seqft.train` then stops with exit status 143, writing no final
   model or results as if the run had finished.
 * `refuse_previous_run` / `clear_previous_run`: a new training run (not a resume) in an `output_dir` that holds an earlier run's
   checkpoints or results is refused, as `run_ner.py` refused it, unless `overwrite_output_dir` is set; then those
@@ -469,13 +470,26 @@ class BoundaryJITCheckpoint(_jit_base()):
 
     def _save_and_stop(self, state, control) -> None:
         manager = self.jit_manager
-        if manager is None or not manager.is_checkpoint_requested:
+        if manager is None or not self._requested_anywhere(manager.is_checkpoint_requested):
             return
         manager.is_checkpoint_requested = False
         # the Trainer's own save of this step, after its logging: the checkpoint a save_steps save would be
         control.should_save = True
         control.should_training_stop = True
         self.stopped_at = state.global_step
+
+
+    def _requested_anywhere(self, requested: bool) -> bool:
+        """Whether any rank's grace period has ended: each rank's timer fires on its own, and a save (collective)
+        started at different steps on different ranks would hang them."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return requested
+        flag = torch.tensor([int(requested)], device=self.trainer.args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
 
 def stopped_by_signal(trainer) -> int | None:
