@@ -91,3 +91,34 @@ def one_step_args(output_dir, batch: int, accumulation: int = 1, cls=None, **ove
         max_grad_norm=1e9,
     )
     return (cls or SeqFTConfig)(**{**values, **overrides})
+
+
+def sigterm_driver(at_step: int, rank: str | None = None) -> str:
+    """A script running `seqft.train RECIPE` in which transformers' SIGTERM grace period ends (what its timer thread
+    does, at a fixed moment) as step `at_step + 1` begins, whose forward and backward come before its optimizer
+    step; on `rank` only when given (the other ranks' timers have not fired yet)."""
+    return f"""
+import os, sys
+import transformers
+from transformers.trainer_jit_checkpoint import JITCheckpointCallback
+
+class GracePeriodEnds(transformers.TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == {at_step} and {rank!r} in (None, os.environ.get("RANK")):
+            for callback in self.trainer.callback_handler.callbacks:
+                if isinstance(callback, JITCheckpointCallback):
+                    callback.jit_manager.is_checkpoint_requested = True
+
+import seqft.trainer
+init = seqft.trainer.SeqFTTrainer.__init__
+
+def with_signal(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    callback = GracePeriodEnds()
+    callback.trainer = self
+    self.add_callback(callback)
+
+seqft.trainer.SeqFTTrainer.__init__ = with_signal
+from seqft.train import main
+sys.exit(main([sys.argv[1]]))
+"""

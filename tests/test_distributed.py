@@ -36,7 +36,7 @@ from unittest import mock
 import pytest
 import torch
 from datasets import Dataset
-from helpers import SENTENCES, save_tiny_bert, tiny_bert_config, tiny_tokenizer, write_conll
+from helpers import SENTENCES, save_tiny_bert, sigterm_driver, tiny_bert_config, tiny_tokenizer, write_conll
 from safetensors.torch import load_file
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification, Trainer
 
@@ -621,38 +621,11 @@ def test_gpu_check_dry_run(tmp_path):
     assert "| zero3 |" in (tmp_path / "g.md").read_text()
 
 
-SIGTERM_ON_RANK_0 = """
-import os, sys
-import transformers
-from transformers.trainer_jit_checkpoint import JITCheckpointCallback
-
-class GracePeriodEndsOnRank0(transformers.TrainerCallback):  # rank 1's timer has not fired yet
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == 0 and os.environ["RANK"] == "0":
-            for callback in self.trainer.callback_handler.callbacks:
-                if isinstance(callback, JITCheckpointCallback):
-                    callback.jit_manager.is_checkpoint_requested = True
-
-import seqft.trainer
-init = seqft.trainer.SeqFTTrainer.__init__
-
-def with_signal(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    callback = GracePeriodEndsOnRank0()
-    callback.trainer = self
-    self.add_callback(callback)
-
-seqft.trainer.SeqFTTrainer.__init__ = with_signal
-from seqft.train import main
-sys.exit(main([sys.argv[1]]))
-"""
-
-
 def test_a_sigterm_on_one_rank_stops_every_rank_at_the_same_step(fixtures, tmp_path):
     """enable_jit_checkpoint: each rank's grace-period timer fires on its own; a rank saving (a collective) at
     another step than the others would hang them all. The first rank's request stops every rank after step 1."""
     script = tmp_path / "sigterm_rank0.py"
-    script.write_text(SIGTERM_ON_RANK_0)
+    script.write_text(sigterm_driver(0, rank="0"))
     exclude = tuple(key for key in ("teacher_model_name_or_path", "distill_unlabelled_file") if key in features())
     path = recipe(fixtures, "jit_ddp", exclude, enable_jit_checkpoint=True, do_eval=False, do_predict=False)
     cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", str(script), path]

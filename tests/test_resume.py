@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SENTENCES, save_tiny_bert, write_conll
+from helpers import SENTENCES, save_tiny_bert, sigterm_driver, write_conll
 from safetensors.torch import load_file
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -201,42 +201,13 @@ def test_sigkill_during_a_save_leaves_no_checkpoint(root, uninterrupted):
     assert not list(out.glob("tmp-checkpoint-*"))
 
 
-SIGTERM_MID_STEP = """
-import sys
-import transformers
-from transformers.trainer_jit_checkpoint import JITCheckpointCallback
-
-class GracePeriodEnds(transformers.TrainerCallback):
-    # what transformers' SIGTERM timer thread does 3 s after the signal, at a fixed moment: during step 15, whose
-    # forward and backward come before the optimizer step (the stock callback saved there, mid-step: checkpoint-14)
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == 14:
-            for callback in self.trainer.callback_handler.callbacks:
-                if isinstance(callback, JITCheckpointCallback):
-                    callback.jit_manager.is_checkpoint_requested = True
-
-import seqft.trainer
-init = seqft.trainer.SeqFTTrainer.__init__
-
-def with_signal(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    callback = GracePeriodEnds()
-    callback.trainer = self
-    self.add_callback(callback)
-
-seqft.trainer.SeqFTTrainer.__init__ = with_signal
-from seqft.train import main
-sys.exit(main([sys.argv[1]]))
-"""
-
-
 def test_sigterm_saves_at_the_end_of_the_step_and_stops_without_final_outputs(root, uninterrupted):
     """enable_jit_checkpoint: the stock callback saved mid-step (step 14's weights, the RNG already drawn for step
     15's dropout) and the run then wrote its final model and results and exited 0, as if finished. The stop comes
     at a logging step, so the resumed run's logged losses cover the same steps as the uninterrupted run's."""
     out = root / "sigterm"
     script = root / "sigterm_mid_step.py"
-    script.write_text(SIGTERM_MID_STEP)
+    script.write_text(sigterm_driver(14))  # mid step 15: the stock callback saved checkpoint-14
     path = recipe(root, "sigterm", enable_jit_checkpoint=True)
     proc = subprocess.run([sys.executable, str(script), path], cwd=REPO, env=env(), capture_output=True, timeout=600)
     assert proc.returncode == 143, proc.stderr[-3000:]
