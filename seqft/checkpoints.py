@@ -478,7 +478,6 @@ class BoundaryJITCheckpoint(_jit_base()):
         control.should_training_stop = True
         self.stopped_at = state.global_step
 
-
     def _requested_anywhere(self, requested: bool) -> bool:
         """Whether any rank's grace period has ended: each rank's timer fires on its own, and a save (collective)
         started at different steps on different ranks would hang them."""
