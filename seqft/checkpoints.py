@@ -475,8 +475,9 @@ class BoundaryJITCheckpoint(_jit_base()):
         manager.is_checkpoint_requested = False
         # the Trainer's own save of this step, after its logging: the checkpoint a save_steps save would be
         control.should_save = True
-        control.should_training_stop = True
-        self.stopped_at = state.global_step
+        if state.global_step < state.max_steps:  # at the last step training ends anyway: its outputs are written
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
 
     def _requested_anywhere(self, requested: bool) -> bool:
         """Whether any rank's grace period has ended: each rank's timer fires on its own, and a save (collective)

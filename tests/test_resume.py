@@ -264,3 +264,22 @@ def test_checkpoint_problems(defect, uninterrupted, tmp_path):
     problems = checkpoint_problems(ckpt)
     assert any(message in p for p in problems), problems
     assert last_complete_checkpoint(tmp_path) is None
+
+
+def test_a_sigterm_at_the_last_step_saves_and_lets_the_run_finish():
+    """At the last step training ends anyway: stopping there would leave a finished run without its final model,
+    and its requeued job would find nothing to train."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from seqft.checkpoints import BoundaryJITCheckpoint
+
+    for step, stops in ((59, True), (60, False)):
+        callback = BoundaryJITCheckpoint()
+        callback.jit_manager = SimpleNamespace(is_checkpoint_requested=True)
+        control = TrainerControl()
+        callback.on_step_end(None, TrainerState(global_step=step, max_steps=60), control)
+        assert control.should_save and control.should_training_stop == stops
+        assert callback.stopped_at == (step if stops else None)
+        assert not callback.jit_manager.is_checkpoint_requested
