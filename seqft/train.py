@@ -279,6 +279,12 @@ def run(argv=None) -> dict:
         record = resolved_record(model_args, data_args, training_args)
         checkpoints.check_resume(resume, record, training_args.world_size)
         step = checkpoints.finished_at(resume, record, training_args.output_dir)
+        if step is not None and not os.path.isfile(os.path.join(training_args.output_dir, "train_results.json")):
+            raise RecipeError(
+                f"{resume} is the last step ({step}) of its run, but the run's final model and results were never "
+                "written (the job stopped between its last save and its outputs). The trained weights are in that "
+                "checkpoint; to write the outputs, train afresh with 'overwrite_output_dir': true."
+            )
         if step is not None:  # a requeued job that had finished: nothing to train, nothing to overwrite
             logger.warning(
                 f"{resume} ended its run at step {step}, and this recipe asks for no more: nothing to train. The "

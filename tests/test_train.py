@@ -187,6 +187,11 @@ def test_a_requeued_job_finds_its_run_finished_or_its_cut_short_saves(fixture_di
     # a longer schedule does train on, from checkpoint-2
     assert main([recipe(fixture_dir, out, **{**args, "max_steps": 6})]) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+    # killed between its last save and its outputs: said, not "finished" with no model written
+    (out / "train_results.json").unlink()
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, out, **{**args, "max_steps": 6})]) == 2
+    assert "is the last step (6) of its run, but the run's final model and results" in capsys.readouterr().err
 
     cut = tmp_path / "cut"  # killed in its first save: a staging directory, and an old JIT save's marker
     (cut / "tmp-checkpoint-2" / "checkpoint-2").mkdir(parents=True)
