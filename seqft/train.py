@@ -158,11 +158,20 @@ def word_predictions(split, predictions, id2label: dict, constraints=None) -> tu
 
 
 def write_predictions(path: str, examples, predicted: list[list[str]]) -> None:
-    """CoNLL-style `word gold predicted` for every word of `examples` (the untokenised split), in its order."""
+    """CoNLL-style `word gold predicted` for every word of `examples` (the untokenised split), in its order.
+
+    A word holding whitespace (JSON or Hub data may have `"New York"` as one word) is written with `_` in its place,
+    so that each word stays one line of three fields."""
+    joined = 0
     with open(path, "w", encoding="utf-8") as fh:
         for words, gold, pred in zip(examples["tokens"], examples["tags"], predicted):
-            fh.writelines(f"{w} {g} {p}\n" for w, g, p in zip(words, gold, pred))
+            for w, g, p in zip(words, gold, pred):
+                if any(c.isspace() for c in w):
+                    w, joined = "_".join(w.split()), joined + 1
+                fh.write(f"{w} {g} {p}\n")
             fh.write("\n")
+    if joined:
+        logger.warning(f"{path}: {joined} word(s) held whitespace; written with '_' in its place, one word per line.")
 
 
 def print_table(title: str, metrics: dict) -> None:

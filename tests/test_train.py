@@ -506,3 +506,18 @@ def test_a_special_token_written_in_the_data_is_text(fixture_dir, tmp_path):
     assert ids.count(tokenizer.sep_token_id) == 1 and ids[-1] == tokenizer.sep_token_id
     (prediction,) = Predictor(out).predict_documents([Document.from_words(["John", "[SEP]", "[MASK]", "Berlin"])])
     assert len(prediction.tags) == 4
+
+
+def test_a_word_holding_whitespace_stays_one_line_of_test_predictions(fixture_dir, tmp_path, caplog):
+    """JSON (or Hub) data may hold "New York" as one word; test_predictions.txt wrote it as two fields (four on
+    the line), which the model card's plots and any CoNLL reader then misread."""
+    rows = [{"tokens": ["John", "New York", "visited"], "ner_tags": ["B-PER", "B-LOC", "O"]}] * 4
+    (tmp_path / "data.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "run"
+    data = str(tmp_path / "data.json")
+    overrides = dict(train_file=data, validation_file=data, test_file=data, max_steps=1, do_eval=False)
+    assert main([recipe(fixture_dir, out, **overrides)]) == 0
+    lines = [line.split() for line in (out / "test_predictions.txt").read_text().splitlines() if line]
+    assert len(lines) == 12 and all(len(fields) == 3 for fields in lines)
+    assert [fields[0] for fields in lines[:3]] == ["John", "New_York", "visited"]
+    assert "4 word(s) held whitespace" in caplog.text
