@@ -354,13 +354,14 @@ def check_resume(checkpoint: str, record: dict, world_size: int) -> None:
             f"{now['gradient_accumulation_steps']} x {world_size} here"
         )
     for split, what in (
-        ("train", "the training file"),
-        ("distill_unlabelled", "distill_unlabelled_file"),  # its sentences are added to the training set
-        ("label_names", "the label names file"),
+        ("train", "the training file's contents"),
+        ("distill_unlabelled", "distill_unlabelled_file's contents"),  # its sentences join the training set
+        ("label_names", "the label names file's contents"),
+        ("teacher_weights", "the teacher's weights"),  # a teacher retrained in place keeps its path
     ):
         trained_on = saved.get("data_files", {}).get(split, {}).get("sha256")
         if trained_on and trained_on != record.get("data_files", {}).get(split, {}).get("sha256"):
-            changes.append(f"{what}'s contents (sha256)")
+            changes.append(f"{what} (sha256)")
     if changes:
         raise RecipeError(
             f"'resume_from_checkpoint': {checkpoint} was trained with other settings; resuming would restore its "

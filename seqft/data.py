@@ -68,6 +68,23 @@ def fingerprint(path: str) -> dict:
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
+def fingerprint_weights(folder: str) -> dict | None:
+    """Size and SHA-256 of a model folder's weight files (`*.safetensors`, `*.bin`, in name order, as one digest),
+    or None for a folder without any (a Hub id, a cache): what tells a teacher retrained in place from the old one."""
+    if not os.path.isdir(folder):
+        return None
+    names = sorted(n for n in os.listdir(folder) if n.endswith((".safetensors", ".bin")))
+    if not names:
+        return None
+    digest, size = hashlib.sha256(), 0
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(block)
+        size += os.path.getsize(os.path.join(folder, name))
+    return {"path": os.path.abspath(folder), "files": names, "bytes": size, "sha256": digest.hexdigest()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bulk data in Python
 

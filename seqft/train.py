@@ -54,6 +54,10 @@ def resolved_record(model_args, data_args, training_args) -> dict:
     ):
         if spec:
             files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}
+    teacher = training_args.teacher_model_name_or_path
+    weights = seqdata.fingerprint_weights(seqdata.resolve_path(teacher)) if teacher else None
+    if weights:  # a teacher retrained in place keeps its path
+        files["teacher_weights"] = {"spec": teacher, **weights}
     return {
         "recipe": resolved_recipe(model_args, data_args, training_args),
         "versions": library_versions(),

@@ -221,6 +221,17 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
     with pytest.raises(RecipeError, match=r"distill_unlabelled_file's contents \(sha256\); the label names file's"):
         changed = {"distill_unlabelled": {"sha256": "c"}, "label_names": {"sha256": "d"}}
         checkpoints.check_resume(str(tmp_path), {**record, "data_files": changed}, world_size=2)
+    # a teacher retrained in place keeps its path: its weights are fingerprinted
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"first")
+    files = {"teacher_weights": seqdata.fingerprint_weights(str(teacher))}
+    (tmp_path / "seqft_recipe.json").write_text(json.dumps({**record, "world_size": 2, "data_files": files}))
+    (teacher / "model.safetensors").write_bytes(b"retrained")
+    now = {"teacher_weights": seqdata.fingerprint_weights(str(teacher))}
+    with pytest.raises(RecipeError, match=r"the teacher's weights \(sha256\)"):
+        checkpoints.check_resume(str(tmp_path), {**record, "data_files": now}, world_size=2)
+    assert seqdata.fingerprint_weights(str(tmp_path / "nowhere")) is None
 
 
 def test_metric_for_best_model_is_checked_before_training(fixture_dir, tmp_path, capsys):
