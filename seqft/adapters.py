@@ -919,7 +919,7 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
     """Rebuild the base model and load a seqft adapter checkpoint (`output_dir` or a `checkpoint-N` folder).
 
     The encoder weights come from `adapter_config.json`'s `base_model_name_or_path` (a Hub id, a local path or a
-    `pkg://` path), the task model's structure from `path/base_config/config.json`, and the adapter, head and CRF
+    `pkg://` path; a distilled student's `student_base/` is looked for beside the adapter), the task model's structure from `path/base_config/config.json`, and the adapter, head and CRF
     weights from `path/adapter_model.safetensors`. Returns the peft model, in eval mode unless `is_trainable`.
     Extra keyword arguments (`cache_dir`, `token`, `revision`, ...) go to the base model's `from_pretrained`.
     """
@@ -942,6 +942,14 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
         raise SeqFTError(f"{adapter_file} names no base_model_name_or_path; cannot tell which encoder it adapts.")
     from .configs import missing_local_path
 
+    if os.path.basename(os.path.normpath(base_path)) == STUDENT_BASE_DIR:
+        # a student's own blocks travel with its adapter (output_dir/student_base, beside its checkpoint-N folders):
+        # found there when the folder was moved, copied or pushed
+        found = [
+            d for d in (path, os.path.dirname(os.path.abspath(path))) if os.path.isdir(d + os.sep + STUDENT_BASE_DIR)
+        ]
+        if found:
+            base_path = os.path.join(found[0], STUDENT_BASE_DIR)
     if missing_local_path(base_path):
         raise SeqFTError(
             f"{adapter_file}: the base model it adapts, {base_path!r}, is not a directory (moved, or a path relative "

@@ -142,10 +142,11 @@ def build_model_card(
     repo_id = repo_id or os.path.basename(os.path.normpath(output_dir))
     model_name = model_name or repo_id.split("/")[-1]
 
-    if recipe.get("student_layers") and recipe.get("teacher_model_name_or_path"):
+    student = bool(recipe.get("student_layers") and recipe.get("teacher_model_name_or_path"))
+    if student and recipe.get("student_init", "teacher") == "teacher":
         recipe_base = recipe["teacher_model_name_or_path"]  # the student was cut out of the teacher
     else:
-        recipe_base = recipe.get("model_name_or_path")
+        recipe_base = recipe.get("model_name_or_path")  # or out of this encoder (student_init 'model')
     base_spec = finetuned_from or recipe_base or _base_path(model, base, is_adapter)
     base_model = _hub_id(base_spec)
 
@@ -208,7 +209,9 @@ def build_model_card(
         "plots": plot_links,
         "usage": seqcls.usage_snippet(repo_id, is_adapter)
         if pipeline_task == "text-classification"
-        else usage_snippet(repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model),
+        else usage_snippet(
+            repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model, own_base=student
+        ),
         "hyperparameters": hyperparameters(args),
         "training_log": training_log(trainer.state.log_history, scheme),
         "recipe_json": json.dumps(public_recipe(recipe), indent=2) if recipe else None,
@@ -532,10 +535,13 @@ def write_plots(trainer, results, per_type, predictions, scheme) -> dict[str, st
 # Usage snippet
 
 
-def usage_snippet(repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model) -> str:
+def usage_snippet(
+    repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model, own_base: bool = False
+) -> str:
     """Python that loads this checkpoint and tags a sentence: the stock pipeline; with remote code for a CRF
     checkpoint; for an adapter-only checkpoint, peft (base model + adapter, merged) when the method merges, else
-    seqft's `load_adapter_model` (prompt learning runs through seqft's encoder hooks)."""
+    seqft's `load_adapter_model`: prompt learning runs through seqft's encoder hooks, and a student built from
+    selected blocks (`own_base`) adapts its own `student_base/`, in the repository, not the encoder it came from."""
     var = "ner" if task_name == "ner" else "tagger"
     if not is_adapter:
         remote = ", trust_remote_code=True" if is_crf else ""
@@ -552,7 +558,7 @@ def usage_snippet(repo_id, task_name, id2label, scheme, base, base_spec, is_crf,
         return "\n".join(lines)
 
     peft_config = next(iter(model.peft_config.values()))
-    if getattr(peft_config, "is_prompt_learning", False):
+    if getattr(peft_config, "is_prompt_learning", False) or own_base:
         # Prompt learning has no weights to merge, and seqft applies it at the encoder (seqft.adapters): only seqft
         # loads it right. Every other method merges into the base weights.
         return "\n".join(
@@ -563,7 +569,8 @@ def usage_snippet(repo_id, task_name, id2label, scheme, base, base_spec, is_crf,
                 "from seqft.adapters import load_adapter_model  # pip install seqft: it runs this adapter type",
                 "",
                 f'path = snapshot_download("{repo_id}")',
-                "model = load_adapter_model(path)  # the base encoder named in adapter_config.json + adapter + head",
+                "model = load_adapter_model(path)  # the base it adapts (adapter_config.json, or student_base/)"
+                " + adapter + head",
                 "tokenizer = AutoTokenizer.from_pretrained(path)",
                 f'{var} = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")',
                 f"print({var}({json.dumps(EXAMPLE_TEXT)}))",

@@ -176,7 +176,8 @@ def test_an_adapted_student_of_selected_blocks_reloads_as_it_was_trained(
         "learning_rate": 1e-2,
         "use_cpu": True,
         "report_to": "none",
-        "save_strategy": "no",
+        "save_strategy": "steps",
+        "save_steps": 2,
         "disable_tqdm": True,
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
@@ -191,6 +192,20 @@ def test_an_adapted_student_of_selected_blocks_reloads_as_it_was_trained(
     assert predict([str(out), str(fixtures / "test.txt"), "--format", "conll", "-o", str(tmp_path / "p")]) == 0
     header, predicted = (tmp_path / "p").read_text().split("\n\n", 1)
     assert predicted == (out / "test_predictions.txt").read_text()
+
+    # the card's snippet rebuilds this student (it loaded the adapter onto the whole teacher), and names the source
+    # of its blocks as the base (student_init 'model': the encoder, not the teacher)
+    card = (out / "README.md").read_text()
+    assert "model = load_adapter_model(path)" in card and "PeftModel.from_pretrained" not in card
+    source = fixtures / ("encoder" if student_init == "model" else teacher)
+    assert f"fine-tuned version of `{source}`" in card
+    # moved, copied or pushed: the student's blocks are found beside the adapter (its path was recorded absolutely)
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    with torch.no_grad():
+        torch.testing.assert_close(load_adapter_model(moved)(**batch).logits, adapted, atol=1e-6, rtol=0)
+        checkpoint = load_adapter_model(moved / "checkpoint-2")  # the same blocks, beside the checkpoint's folder
+        torch.testing.assert_close(checkpoint(**batch).logits, adapted, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("adapter", [False, True])
