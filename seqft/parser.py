@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from .configs import DataArguments, ModelArguments, SeqFTConfig
-from .errors import RecipeError
+from .errors import RecipeError, SeqFTError
 
 DATACLASSES = (ModelArguments, DataArguments, SeqFTConfig)
 # Keys that must never be written back out (resolved recipe, model card, logs).
@@ -148,7 +148,51 @@ def _load_json(path: Path) -> dict:
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe is a JSON object of field names to values, got {type(recipe).__name__}.")
     if set(recipe) == {"recipe", "versions", "data_files"} and isinstance(recipe["recipe"], dict):
-        return recipe["recipe"]  # a resolved output_dir/seqft_recipe.json re-runs as it was
+        return _as_recorded(recipe, path)  # a resolved output_dir/seqft_recipe.json re-runs as it was
+    return recipe
+
+
+# The files a resolved recipe fingerprints (`seqft.train.resolved_record`), by the recipe key that names each
+_RECORDED_FILES = {
+    "train": "train_file",
+    "validation": "validation_file",
+    "test": "test_file",
+    "distill_unlabelled": "distill_unlabelled_file",
+    "label_names": "label_names_file",
+    "teacher_weights": "teacher_model_name_or_path",
+}
+
+
+def _as_recorded(record: dict, path: Path) -> dict:
+    """The recipe of a resolved `seqft_recipe.json`. A relative path that does not resolve from this working
+    directory is replaced by the absolute path recorded beside it; a file whose contents changed since that run is
+    named in a warning (the re-run will not reproduce it)."""
+    from .data import fingerprint, fingerprint_weights, resolve_path
+
+    recipe, changed = dict(record["recipe"]), []
+    files = record["data_files"] if isinstance(record["data_files"], dict) else {}
+    for split, key in _RECORDED_FILES.items():
+        entry = files.get(split)
+        if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str) or recipe.get(key) != entry["spec"]:
+            continue
+        try:
+            local = resolve_path(entry["spec"], must_exist=False)
+        except SeqFTError:  # a pkg:// path of a package not installed: the run says so
+            continue
+        if not os.path.exists(local) and isinstance(entry.get("path"), str) and os.path.exists(entry["path"]):
+            recipe[key] = local = entry["path"]
+        if not os.path.exists(local) or not entry.get("sha256"):
+            continue  # a missing file is reported by the run, naming its key
+        now = fingerprint_weights(local) if split == "teacher_weights" else fingerprint(local)
+        if now is not None and now["sha256"] != entry["sha256"]:
+            changed.append(f"'{key}' ({entry['spec']})")
+    if changed:
+        import logging
+
+        logging.getLogger("seqft").warning(
+            f"{path}: {', '.join(changed)} changed since the run that wrote this recipe (its SHA-256 differs): "
+            "this run will not reproduce that one."
+        )
     return recipe
 
 

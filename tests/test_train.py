@@ -532,3 +532,33 @@ def test_a_word_holding_whitespace_stays_one_line_of_test_predictions(fixture_di
     assert len(lines) == 12 and all(len(fields) == 3 for fields in lines)
     assert [fields[0] for fields in lines[:3]] == ["John", "New_York", "visited"]
     assert "4 word(s) held whitespace" in caplog.text
+
+
+def test_a_saved_recipe_reruns_from_another_directory_and_names_changed_files(fixture_dir, tmp_path, monkeypatch):
+    """seqft_recipe.json kept relative data paths, so it did not re-run from another working directory, and a data
+    file changed since the run went unnoticed although its SHA-256 was recorded."""
+    import logging
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(fixture_dir / "train.txt", work / "train.txt")
+    monkeypatch.chdir(work)
+    out = work / "run"
+    overrides = dict(train_file="train.txt", validation_file=None, test_file=None, do_eval=False, do_predict=False)
+    assert main([recipe(fixture_dir, out, max_steps=1, **overrides)]) == 0
+    saved = str(out / "seqft_recipe.json")
+    monkeypatch.chdir(tmp_path)
+    assert main([saved, "--output_dir", str(tmp_path / "again")]) == 0  # was: Data file not found: train.txt
+    first, again = (json.loads((d / "train_results.json").read_text()) for d in (out, tmp_path / "again"))
+    assert again["train_loss"] == first["train_loss"]
+
+    write_conll(work / "train.txt", SENTENCES[:2])
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("seqft").addHandler(handler)
+    try:
+        assert main([saved, "--output_dir", str(tmp_path / "changed")]) == 0
+    finally:
+        logging.getLogger("seqft").removeHandler(handler)
+    assert any("'train_file' (train.txt) changed since the run that wrote this recipe" in m for m in messages)
