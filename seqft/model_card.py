@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import textwrap
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -133,14 +134,16 @@ def build_model_card(
         None,
     ) or schemes.detect_scheme([labels])
     is_crf = getattr(config, "model_type", None) == "seqft_crf"
-    task_name = recipe.get("task_name") or "ner"
     pipeline_task = "text-classification" if seqcls.is_sequence_classifier(base) else "token-classification"
+    task_name = recipe.get("task_name") or "ner"
+    if pipeline_task == "text-classification" and task_name == "ner":  # run_ner's default, not a classifier's task
+        task_name = "text-classification"
     if pipeline_task == "text-classification":
         scheme = "plain"  # class names, no tag scheme: accuracy and micro/macro F1 over classes
 
     repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or model_name
-    repo_id = repo_id or os.path.basename(os.path.normpath(output_dir))
-    model_name = model_name or repo_id.split("/")[-1]
+    model_name = model_name or (repo_id or os.path.basename(os.path.normpath(output_dir))).split("/")[-1]
+    repo_id = repo_id or output_dir  # not pushed: the snippets load the folder, as named where training ran
 
     student = bool(recipe.get("student_layers") and recipe.get("teacher_model_name_or_path"))
     if student and recipe.get("student_init", "teacher") == "teacher":
@@ -186,7 +189,8 @@ def build_model_card(
         metrics=["accuracy", "f1"] if scheme == "plain" else ["precision", "recall", "f1", "accuracy"],
         model_name=model_name,
         eval_results=eval_results(results, task_name, scheme, hub_datasets[0] if hub_datasets else None,
-                                  dataset_label, dataset_config, pipeline_task) or None,
+                                  dataset_label if hub_datasets else _local_split_names(recipe), dataset_config,
+                                  pipeline_task) or None,
     )  # fmt: skip
     context = {
         "card_data": card_data.to_yaml(),
@@ -341,11 +345,12 @@ def eval_results(
     task_name: str,
     scheme: str,
     hub_dataset: str | None,
-    dataset_label: str,
+    dataset_label: str | Mapping[str, str],
     dataset_config: str | None,
     task_type: str = "token-classification",
 ) -> list[EvalResult]:
-    """One `EvalResult` per split and metric; `huggingface_hub` turns them into the `model-index`."""
+    """One `EvalResult` per split and metric; `huggingface_hub` turns them into the `model-index`. `dataset_label`
+    names the dataset, or (local files) each split's by split."""
     if scheme == "plain":
         wanted = (("accuracy", "accuracy", "Accuracy"), ("macro_f1", "f1", "Macro F1"))
     else:
@@ -360,7 +365,7 @@ def eval_results(
                         task_type=task_type,
                         task_name=task_name.upper() if len(task_name) <= 5 else task_name,
                         dataset_type=hub_dataset or "custom",
-                        dataset_name=dataset_label,
+                        dataset_name=dataset_label if isinstance(dataset_label, str) else dataset_label[split],
                         dataset_config=dataset_config if hub_dataset else None,
                         dataset_split=split,
                         metric_type=metric_type,
@@ -412,6 +417,14 @@ def _local_data_name(recipe: Mapping[str, Any]) -> str:
         if recipe.get(key):
             return os.path.basename(str(recipe[key]).rstrip("/")) or str(recipe[key])
     return "custom data"
+
+
+def _local_split_names(recipe: Mapping[str, Any]) -> dict[str, str]:
+    """Each split's file name (a split carved from train: the training file's), for the model-index."""
+    names = {}
+    for split, key in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file")):
+        names[split] = os.path.basename(str(recipe[key]).rstrip("/")) if recipe.get(key) else _local_data_name(recipe)
+    return defaultdict(lambda: _local_data_name(recipe), names)
 
 
 def _as_list(value) -> list:
@@ -535,6 +548,14 @@ def write_plots(trainer, results, per_type, predictions, scheme) -> dict[str, st
 # Usage snippet
 
 
+def fetch_lines(repo_id: str) -> tuple[list[str], str]:
+    """The import and the line that give a snippet the checkpoint's folder: downloaded for a Hub id, else the run's
+    own folder (a card written without `hub_model_id`, before any push)."""
+    if _hub_id(repo_id):
+        return ["from huggingface_hub import snapshot_download"], f'path = snapshot_download("{repo_id}")'
+    return [], f"path = {json.dumps(repo_id)}  # the run's folder; once pushed, snapshot_download(<its Hub id>)"
+
+
 def usage_snippet(
     repo_id, task_name, id2label, scheme, base, base_spec, is_crf, is_adapter, model, own_base: bool = False
 ) -> str:
@@ -561,14 +582,15 @@ def usage_snippet(
     if getattr(peft_config, "is_prompt_learning", False) or own_base:
         # Prompt learning has no weights to merge, and seqft applies it at the encoder (seqft.adapters): only seqft
         # loads it right. Every other method merges into the base weights.
+        download, path_line = fetch_lines(repo_id)
         return "\n".join(
             [
-                "from huggingface_hub import snapshot_download",
+                *download,
                 "from transformers import AutoTokenizer, pipeline",
                 "",
                 "from seqft.adapters import load_adapter_model  # pip install seqft: it runs this adapter type",
                 "",
-                f'path = snapshot_download("{repo_id}")',
+                path_line,
                 "model = load_adapter_model(path)  # the base it adapts (adapter_config.json, or student_base/)"
                 " + adapter + head",
                 "tokenizer = AutoTokenizer.from_pretrained(path)",

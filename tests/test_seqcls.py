@@ -280,6 +280,8 @@ def test_end_to_end_outputs(trained):
     card = (trained / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card and 'pipeline("text-classification"' in card
     assert "type: text-classification" in card and "Class weights" in card
+    # the recipe sets no task_name: run_ner's default "ner" does not describe a classifier (card, tags, model-index)
+    assert "- ner\n" not in card and "name: NER" not in card and "for **ner**" not in card
     assert json.loads((trained / "seqft_recipe.json").read_text())["recipe"]["class_weights"] == "balanced"
 
 
