@@ -894,8 +894,12 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
         if precomputed:
             why = "precompute_teacher is set" if same else "the teacher's tokenizer differs from the student's"
             raise RecipeError(f"distilling a sequence classifier reads the teacher every step, but {why}.")
-        if getattr(student.config, "problem_type", None) == "multi_label_classification":
-            raise RecipeError("distillation of multi-label classifiers (sigmoid outputs) is not supported.")
+        for who, model in (("student", student), (f"teacher ({_teacher_name(teacher)})", _base(teacher))):
+            if getattr(model.config, "problem_type", None) == "multi_label_classification":
+                raise RecipeError(
+                    f"the {who} is a multi-label classifier (sigmoid outputs): distillation of classifiers reads "
+                    "softmax distributions over one label per text, so it is not supported."
+                )
 
     layer_map = None
     if args.distill_hidden_weight > 0:

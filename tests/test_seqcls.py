@@ -593,8 +593,14 @@ def test_distillation_refuses_multi_label(root, trained, tmp_path):
     config.problem_type = seqcls.MULTI_LABEL
     args = SeqFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     trainer = SeqFTTrainer(model=BertForSequenceClassification(config), args=args, processing_class=tiny_tokenizer())
-    with pytest.raises(RecipeError, match="multi-label classifiers"):
+    with pytest.raises(RecipeError, match="the student is a multi-label classifier"):
         prepare_teacher(str(trained), trainer)
+    # a multi-label teacher for a single-label student: its sigmoid outputs were read as a softmax, silently
+    teacher = BertForSequenceClassification(config)
+    config = tiny_bert_config(num_labels=4, id2label=dict(enumerate(CLASSES)))
+    trainer = SeqFTTrainer(model=BertForSequenceClassification(config), args=args, processing_class=tiny_tokenizer())
+    with pytest.raises(RecipeError, match=r"the teacher \(.*\) is a multi-label classifier"):
+        prepare_teacher(teacher, trainer)
 
 
 def test_training_on_from_a_classifier_keeps_its_label_order(root, trained, tmp_path):
