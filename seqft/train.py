@@ -218,6 +218,12 @@ def prepare_labels(raw, data_args, seq_cls: bool, fixed_labels, checkpoint_label
     if checkpoint_labels is None or label_names == checkpoint_labels:
         return prepared, label_names, scheme
     if set(label_names) == set(checkpoint_labels):
+        if getattr(data_args, "label_names_file", None):
+            logger.warning(
+                f"{labels_from} lists the labels of {data_args.label_names_file} in its own order, which its "
+                f"classifier rows follow: that order is kept ({', '.join(checkpoint_labels)}), and a class_weights "
+                "list is read in it."
+            )
         return prepare(checkpoint_labels)
     logger.warning(
         f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
@@ -325,6 +331,9 @@ def run(argv=None) -> dict:
     if training_args.teacher_model_name_or_path and training_args.do_train:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
         fixed_labels = distill.label_names(teacher)
+        if seq_cls and data_args.label_names_file:  # the teacher is read by label name: the names file's order holds
+            names = seqcls.read_label_names(data_args.label_names_file)
+            fixed_labels = names if set(names) == set(fixed_labels) else fixed_labels
         distill.check_teacher_labels(teacher, raw)  # before prepare_labels, whose advice is for training data
     student_from_teacher = teacher is not None and training_args.student_layers is not None
     labels_from = (

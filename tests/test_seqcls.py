@@ -586,6 +586,25 @@ def test_distillation_llrd_and_lora_compose(root, trained, tmp_path, student_ini
     assert_cli_predicts_as_training(out, tmp_path)  # onto the student's own block (student_base)
 
 
+def test_a_names_file_keeps_its_order_beside_a_teacher(root, trained, tmp_path):
+    """The teacher is read by label name, so the student takes the names file's order (a class_weights list is read
+    in it); the teacher's order used to replace it silently, and the weights landed on other classes."""
+    for split in ("train", "test"):
+        lines = (root / f"{split}.csv").read_text(encoding="utf-8").splitlines()
+        write_ag_news(tmp_path / f"{split}.csv", [(CLASSES[int(a) - 1], b, c) for a, b, c in csv.reader(lines)])
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
+    out = tmp_path / "student"
+    path = recipe(root, out, teacher_model_name_or_path=str(trained), label_names_file=str(tmp_path / "classes.txt"),
+                  class_weights=[5.0, 1.0, 1.0, 1.0], max_steps=1)  # fmt: skip
+    args = json.loads(Path(path).read_text())
+    args.update(train_file=str(tmp_path / "train.csv"), test_file=str(tmp_path / "test.csv"))
+    Path(path).write_text(json.dumps(args))
+    assert main([path]) == 0
+    assert json.loads((out / "config.json").read_text())["id2label"] == {
+        str(i): c for i, c in enumerate(CLASSES[::-1])
+    }
+
+
 def test_distillation_refuses_multi_label(root, trained, tmp_path):
     from seqft.distill import prepare_teacher
 
