@@ -729,6 +729,12 @@ def _check_prompt_support(model: nn.Module, config: PeftConfig) -> None:
             f"{type(model.config).__name__} has none. Use LORA or IA3 with this model."
         )
     if config.task_type != TaskType.TOKEN_CLS:
+        if config.peft_type == PeftType.PREFIX_TUNING:
+            raise RecipeError(
+                "PREFIX_TUNING on a sequence classifier: peft hands the prefix to the model as `past_key_values`, "
+                f"which {type(model).__name__} does not take (it failed at the first step). Use P_TUNING or "
+                "PROMPT_TUNING (virtual tokens), LORA or IA3."
+            )
         return
     encoder = _encoder_of(model)
     if encoder is None:

@@ -605,6 +605,17 @@ def test_a_names_file_keeps_its_order_beside_a_teacher(root, trained, tmp_path):
     }
 
 
+def test_prefix_tuning_on_a_classifier_is_refused_up_front():
+    """peft passes the prefix as past_key_values, which encoder classifiers do not take: a traceback at the first
+    step, after the data and model had loaded."""
+    from seqft import adapters
+
+    model = BertForSequenceClassification(tiny_bert_config(num_labels=4))
+    with pytest.raises(RecipeError, match="PREFIX_TUNING on a sequence classifier"):
+        adapters.wrap_model(model, {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4})
+    adapters.wrap_model(model, {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4})
+
+
 def test_distillation_refuses_multi_label(root, trained, tmp_path):
     from seqft.distill import prepare_teacher
 
