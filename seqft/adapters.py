@@ -569,6 +569,18 @@ def _construct(factory, *args, **kwargs) -> PeftConfig:
         raise RecipeError(f"peft_config: {err}") from None
 
 
+def virtual_tokens(spec) -> int:
+    """How many virtual tokens a recipe's `peft_config` puts before each input (prompt learning), else 0."""
+    if spec is None:
+        return 0
+    config = spec if isinstance(spec, PeftConfig) else None
+    peft_type = config.peft_type if config is not None else spec.get("peft_type")
+    if _peft_type(peft_type) not in (PeftType.PREFIX_TUNING, PeftType.P_TUNING, PeftType.PROMPT_TUNING):
+        return 0
+    number = config.num_virtual_tokens if config is not None else spec.get("num_virtual_tokens")
+    return number or DEFAULT_NUM_VIRTUAL_TOKENS
+
+
 def _prompt_sizes(config: PeftConfig, encoder_config) -> dict:
     sizes = {"num_virtual_tokens": config.num_virtual_tokens or DEFAULT_NUM_VIRTUAL_TOKENS}
     for option, attribute in (

@@ -394,14 +394,18 @@ def read_recipe(model_dir: str) -> dict:
     return {}
 
 
-def position_limit(config) -> int | None:
-    """The longest input the model's position embeddings take (RoBERTa-style models offset positions)."""
+def position_limit(config, model=None) -> int | None:
+    """The longest input the model's position embeddings take (RoBERTa-style models offset positions), less the
+    virtual tokens a prompt-learning adapter of `model` puts before it."""
     config = getattr(config, "encoder_config", None) or config
     limit = getattr(config, "max_position_embeddings", None)
     if not isinstance(limit, int) or limit <= 0:
         return None
     if getattr(config, "model_type", None) in _ROBERTA_LIKE:
         limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    peft_config = getattr(model, "active_peft_config", None)
+    if getattr(peft_config, "is_prompt_learning", False):
+        limit -= peft_config.num_virtual_tokens
     return limit
 
 
@@ -483,7 +487,7 @@ class Predictor:
         if max_seq_length is not None and max_seq_length < 1:
             raise SeqFTError(f"max_seq_length = {max_seq_length}: expected a positive number of tokens.")
         self.max_length = max_seq_length or recipe.get("max_seq_length") or min(self.tokenizer.model_max_length, 512)
-        limit = position_limit(config)
+        limit = position_limit(config, self.model)
         if limit is not None and max_seq_length is None and not recipe.get("max_seq_length"):
             self.max_length = min(self.max_length, limit)
         if limit is not None and self.max_length > limit:

@@ -851,12 +851,16 @@ class TextClassifier:
         self.labels = [str(config.id2label[k]) for k in sorted(config.id2label, key=int)]
         self.problem_type = getattr(config, "problem_type", None) or SINGLE_LABEL
         self.threshold = float(getattr(config, "multi_label_threshold", 0.5))
-        limit = position_limit(config) or 512
+        limit = position_limit(config, self.model) or 512
         self.max_length = (
             max_seq_length
             or read_recipe(model_dir).get("max_seq_length")
             or min(self.tokenizer.model_max_length, 512, limit)
         )
+        if self.max_length > limit:  # a text cut there would overflow the position embeddings, a bare traceback
+            raise SeqFTError(
+                f"max_seq_length = {self.max_length} exceeds the {limit} positions the model takes: use at most {limit}."
+            )
 
     def predict(self, texts: str | Sequence[str], text_pairs: Sequence[str] | None = None) -> list[dict]:
         """`{"label", "score"}` per text (multi-label: also `labels` >= threshold and every label's `scores`)."""

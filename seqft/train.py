@@ -137,17 +137,20 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
     return model
 
 
-def resolve_max_length(requested: int | None, tokenizer, config) -> int:
-    """max_seq_length, or the longest input the tokenizer and the model's position embeddings allow (<= 512)."""
+def resolve_max_length(requested: int | None, tokenizer, config, virtual_tokens: int = 0) -> int:
+    """max_seq_length, or the longest input the tokenizer and the model's position embeddings allow (<= 512), less
+    the `virtual_tokens` a prompt-learning adapter puts before every input."""
     config = getattr(config, "encoder_config", None) or config  # seqft's CRF model wraps the encoder's config
     positions = getattr(config, "max_position_embeddings", None) or 512
     if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
         positions -= 2  # position ids start after the padding index
+    positions -= virtual_tokens
     if requested is not None:
         if requested > positions:
+            prompts = f" once the adapter's {virtual_tokens} virtual tokens are placed" if virtual_tokens else ""
             raise RecipeError(
-                f"'max_seq_length' = {requested} exceeds the model's {positions} positions; use at most {positions} "
-                "(longer sentences are split into overlapping windows, see 'stride')."
+                f"'max_seq_length' = {requested} exceeds the model's {positions} positions{prompts}; use at most "
+                f"{positions} (longer sentences are split into overlapping windows, see 'stride')."
             )
         return requested
     return min(tokenizer.model_max_length, 512, positions)
@@ -380,7 +383,8 @@ def run(argv=None) -> dict:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
     if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
         model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
-    max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config)
+    virtual_tokens = adapters.virtual_tokens(model_args.peft_config)
+    max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config, virtual_tokens)
 
     truncated = {}  # sequence classification: texts cut by max_seq_length, per split
     if seq_cls:

@@ -651,3 +651,30 @@ def test_training_on_from_a_classifier_keeps_its_label_order(root, trained, tmp_
         [json.loads(x) for x in (d / "test_predictions.jsonl").read_text().splitlines()] for d in (trained, out)
     )
     assert [r["predicted"] for r in after] == [r["predicted"] for r in before]
+
+
+@pytest.mark.parametrize("peft_type", ["PROMPT_TUNING", "P_TUNING"])
+def test_virtual_tokens_leave_room_in_the_position_embeddings(tmp_path, peft_type):
+    """Texts were cut at the model's 64 positions, then the adapter put its virtual tokens before them: a bare
+    shape error at the first step. The texts now leave room for them, in training and in prediction."""
+    from seqft.train import resolve_max_length
+
+    save_tiny_bert(tmp_path / "encoder")  # 64 positions
+    words = {"World": "berlin germany paris", "Sports": "john smith team", "Business": "acme corp works"}
+    rows = [{"text": (words[c] + " ") * (30 if i % 2 else 1), "label": c} for i, c in enumerate(sorted(words) * 4)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    recipe = {
+        "task": "sequence-classification", "model_name_or_path": str(tmp_path / "encoder"),
+        "train_file": str(tmp_path / "d.jsonl"), "output_dir": str(out), "do_train": True, "max_steps": 1,
+        "use_cpu": True, "report_to": "none", "save_strategy": "no",
+        "peft_config": {"peft_type": peft_type, "num_virtual_tokens": 4},
+    }  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 0
+    (result,) = seqcls.TextClassifier(out, device="cpu").predict([rows[1]["text"]])
+    assert result["label"] in words
+    with pytest.raises(SeqFTError, match="max_seq_length = 64 exceeds the 60 positions the model takes"):
+        seqcls.TextClassifier(out, device="cpu", max_seq_length=64)  # was a bare shape error on a long text
+    with pytest.raises(RecipeError, match="exceeds the model's 60 positions once the adapter's 4 virtual tokens"):
+        resolve_max_length(64, tiny_tokenizer(), tiny_bert_config(), virtual_tokens=4)
