@@ -148,8 +148,10 @@ class SeqFTTrainer(Trainer):
                 "pass compute_loss_func."
             )
         smoothing = args.label_smoothing_factor
-        # class_weights (seqft/seqcls.py): per-class weights of the training loss; evaluation loss stays unweighted
-        weight = class_weight_tensor(getattr(args, "class_weights", None), self.train_dataset, model)
+        # class_weights (seqft/seqcls.py): per-class weights of the training loss; evaluation loss stays unweighted,
+        # so a trainer without training data (an evaluate-only run of a recipe that sets them) needs none
+        spec = getattr(args, "class_weights", None)
+        weight = class_weight_tensor(spec, self.train_dataset, model) if self.train_dataset is not None else None
 
         def compute_loss_func(outputs, labels, num_items_in_batch=None):
             if labels is None:

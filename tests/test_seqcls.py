@@ -385,10 +385,17 @@ def test_multi_label_end_to_end(root, tmp_path):
     single = [{"text": r["text"], "topics": r["topics"][0]} for r in rows]
     (tmp_path / "single.jsonl").write_text("\n".join(json.dumps(r) for r in single) + "\n")
     again = json.loads(Path(args).read_text())
-    again.update(model_name_or_path=str(out), output_dir=str(tmp_path / "again"), do_train=False, do_eval=False,
-                 train_file=None, test_file=str(tmp_path / "single.jsonl"), test_split_percentage=None,
-                 validation_split_percentage=None,
-                 multi_label_threshold=0.5, class_weights=None)  # fmt: skip
+    again.update(
+        model_name_or_path=str(out),
+        output_dir=str(tmp_path / "again"),
+        do_train=False,
+        do_eval=False,
+        train_file=None,
+        test_file=str(tmp_path / "single.jsonl"),
+        test_split_percentage=None,
+        validation_split_percentage=None,
+        multi_label_threshold=0.5,
+    )  # fmt: skip  (class_weights "balanced" stays: they weigh training only)
     Path(args).write_text(json.dumps(again))
     assert main([args]) == 0
     rerun = [json.loads(line) for line in (tmp_path / "again" / "test_predictions.jsonl").read_text().splitlines()]
