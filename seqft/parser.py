@@ -243,7 +243,9 @@ def _json_lists(argv: list[str], known: dict) -> list[str]:
         flag = argv[i - 1] if i and argv[i - 1].startswith("--") else None
         tp = known.get(flag[2:].replace("-", "_")) if flag else None
         origins = {typing.get_origin(a) or a for a in (typing.get_args(tp) or (tp,))} if tp is not None else set()
-        if origins & {list, Sequence} and arg.lstrip().startswith("["):
+        # a field that also takes a string (class_weights: "balanced" or a list) is one argparse value: it reads the
+        # JSON list itself
+        if origins & {list, Sequence} and str not in origins and arg.lstrip().startswith("["):
             try:
                 values = json.loads(arg)
             except json.JSONDecodeError as err:

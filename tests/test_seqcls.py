@@ -256,6 +256,8 @@ def test_recipe_checks(root, tmp_path):
     path = recipe(root, tmp_path / "x", class_weights=[1, 2, 3, 4], problem_type="multi_label_classification")
     _, data, training, _ = parse_recipe([path, "--class_weights", "balanced"])
     assert data.problem_type == seqcls.MULTI_LABEL and training.class_weights == "balanced"
+    # a list on the command line, as in a recipe (it was split into four values, and '1' refused)
+    assert parse_recipe([path, "--class_weights", "[1, 2, 3, 5]"])[2].class_weights == [1.0, 2.0, 3.0, 5.0]
     assert main([recipe(root, tmp_path / "y", use_crf=True)]) == 2
 
 
