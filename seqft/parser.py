@@ -256,6 +256,25 @@ def _json_lists(argv: list[str], known: dict) -> list[str]:
     return out
 
 
+def _nulls(argv: list[str], known: dict) -> tuple[list[str], list[str]]:
+    """`--field null` (or `--field=null`) sets a field that may be null to null, as `"field": null` does in a recipe
+    (argparse would read the word "null" as a value of the field's type). Returns the other arguments, and those
+    fields."""
+    rest, nulls, i = [], [], 0
+    while i < len(argv):
+        name, eq, value = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        if name and value == "null" and key in known and type(None) in typing.get_args(known[key]):
+            nulls.append(key)
+            i += 1 if eq else 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    return rest, nulls
+
+
 def _recipe_argument(argv: Sequence[str]) -> str | None:
     """The positional `.json` argument: not the value of a flag (`--train_file train.json`, `--deepspeed ds.json`),
     which run_ner-style command lines without a recipe pass."""
@@ -297,6 +316,8 @@ def parse_recipe(argv: Sequence[str] | None = None) -> tuple[ModelArguments, Dat
         base = name[3:] if name.startswith("no_") else name
         if name not in known and base not in known and name != "help":
             raise RecipeError(f"unknown flag '{flag}'.{suggest(name, known)}")
+    argv, nulls = _nulls(argv, known)
+    parser.set_defaults(**dict.fromkeys(nulls))
     argv = _json_lists(argv, known)
 
     try:

@@ -155,3 +155,16 @@ def test_a_json_value_of_a_flag_is_not_read_as_the_recipe(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({"model_name_or_path": "from-recipe", "output_dir": "o"}))
     model_args, _, training_args, _ = parse_recipe(["--learning_rate", "3e-5", str(tmp_path / "r.json")])
     assert model_args.model_name_or_path == "from-recipe" and training_args.learning_rate == 3e-5
+
+
+def test_null_on_the_command_line_turns_a_recipe_setting_off(tmp_path):
+    """`--layer_decay null` was read as a number ("invalid float value: 'null'"), so a recipe's LLRD, adapter or
+    class weights could not be turned off from the command line."""
+    recipe = {**BASE, "layer_decay": 0.8, "peft_config": {"peft_type": "LORA"}, "class_weights": "balanced"}
+    path = write(tmp_path, recipe)
+    model_args, _, args, _ = parse_recipe([path, "--layer_decay", "null", "--peft_config=null", "--class_weights",
+                                           "null", "--learning_rate", "3e-5"])  # fmt: skip
+    assert args.layer_decay is None and model_args.peft_config is None and args.class_weights is None
+    assert args.learning_rate == 3e-5
+    with pytest.raises(RecipeError, match="--learning_rate/--learning-rate: invalid float value: 'null'"):
+        parse_recipe([path, "--learning_rate", "null"])  # not a field that may be null
