@@ -358,8 +358,8 @@ def build_peft_config(spec: dict | PeftConfig, model: nn.Module) -> PeftConfig:
     `target_modules` and IA3's `feedforward_modules` for the encoder family, prompt learning's `num_virtual_tokens`
     (20), `num_layers`, `token_dim` and `num_attention_heads` (from the encoder's config, which for seqft's CRF model
     is nested in the model's; `token_dim` of prompts that join the word embeddings is their width, `embedding_size`
-    where ALBERT and ELECTRA-small keep it below `hidden_size`) and P-tuning's `encoder_hidden_size`. `modules_to_save` always gets every head module
-    (`head_modules`), after any the spec names.
+    where ALBERT and ELECTRA-small keep it below `hidden_size`) and P-tuning's `encoder_hidden_size`.
+    `modules_to_save` always gets every head module (`head_modules`), after any the spec names.
     """
     config_cls = check_peft_spec(spec)
     if isinstance(spec, PeftConfig):
@@ -937,8 +937,9 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
     """Rebuild the base model and load a seqft adapter checkpoint (`output_dir` or a `checkpoint-N` folder).
 
     The encoder weights come from `adapter_config.json`'s `base_model_name_or_path` (a Hub id, a local path or a
-    `pkg://` path; a distilled student's `student_base/` is looked for beside the adapter), the task model's structure from `path/base_config/config.json`, and the adapter, head and CRF
-    weights from `path/adapter_model.safetensors`. Returns the peft model, in eval mode unless `is_trainable`.
+    `pkg://` path; a distilled student's `student_base/` is looked for beside the adapter), the task model's
+    structure from `path/base_config/config.json`, and the adapter, head and CRF weights from
+    `path/adapter_model.safetensors`. Returns the peft model, in eval mode unless `is_trainable`.
     Extra keyword arguments (`cache_dir`, `token`, `revision`, ...) go to the base model's `from_pretrained`.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
@@ -963,11 +964,8 @@ def load_adapter_model(path: str | os.PathLike, *, is_trainable: bool = False, *
     if os.path.basename(os.path.normpath(base_path)) == STUDENT_BASE_DIR:
         # a student's own blocks travel with its adapter (output_dir/student_base, beside its checkpoint-N folders):
         # found there when the folder was moved, copied or pushed
-        found = [
-            d for d in (path, os.path.dirname(os.path.abspath(path))) if os.path.isdir(d + os.sep + STUDENT_BASE_DIR)
-        ]
-        if found:
-            base_path = os.path.join(found[0], STUDENT_BASE_DIR)
+        beside = (os.path.join(d, STUDENT_BASE_DIR) for d in (path, os.path.dirname(os.path.abspath(path))))
+        base_path = next((d for d in beside if os.path.isdir(d)), base_path)
     if missing_local_path(base_path):
         raise SeqFTError(
             f"{adapter_file}: the base model it adapts, {base_path!r}, is not a directory (moved, or a path relative "

@@ -54,6 +54,8 @@ import struct
 import zipfile
 from pathlib import Path
 
+from transformers.trainer_jit_checkpoint import JITCheckpointCallback
+
 from .errors import RecipeError
 
 __all__ = [
@@ -242,7 +244,8 @@ def refuse_previous_run(output_dir: str, resuming_last: bool = False) -> None:
     """
     found = previous_run(output_dir)
     if resuming_last:
-        found = [name for name in found if name not in interrupted_saves(output_dir)]
+        cut_short = set(interrupted_saves(output_dir))
+        found = [name for name in found if name not in cut_short]
     if found:
         resumable = any(_step(name) is not None for name in found)
         hint = (
@@ -433,13 +436,7 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
 # SIGTERM (JIT) checkpoints
 
 
-def _jit_base():
-    from transformers.trainer_jit_checkpoint import JITCheckpointCallback
-
-    return JITCheckpointCallback
-
-
-class BoundaryJITCheckpoint(_jit_base()):
+class BoundaryJITCheckpoint(JITCheckpointCallback):
     """transformers' JIT (SIGTERM) checkpoint, saved only between optimizer steps (see the module docs).
 
     `stopped_at` is the step at which a SIGTERM stopped training (None: it was not stopped).
@@ -452,7 +449,7 @@ class BoundaryJITCheckpoint(_jit_base()):
         """Take the place of the stock callback the Trainer adds for `enable_jit_checkpoint` (same signal handler)."""
         callbacks = trainer.callback_handler.callbacks
         for i, callback in enumerate(callbacks):
-            if type(callback) is _jit_base():
+            if type(callback) is JITCheckpointCallback:
                 replacement = cls()
                 replacement.trainer, replacement.jit_manager = callback.trainer, callback.jit_manager
                 callbacks[i] = replacement

@@ -59,13 +59,19 @@ def resolve_path(spec: str | None, *, must_exist: bool = True) -> str | None:
     return str(path)
 
 
+def _sha256(paths: Sequence[str]) -> str:
+    """One SHA-256 over the files' contents, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(path: str) -> dict:
     """Size and SHA-256 of a data file, recorded in the resolved recipe so a run can be reproduced."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": _sha256([path])}
 
 
 def fingerprint_weights(folder: str) -> dict | None:
@@ -76,13 +82,9 @@ def fingerprint_weights(folder: str) -> dict | None:
     names = sorted(n for n in os.listdir(folder) if n.endswith((".safetensors", ".bin")))
     if not names:
         return None
-    digest, size = hashlib.sha256(), 0
-    for name in names:
-        with open(os.path.join(folder, name), "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(block)
-        size += os.path.getsize(os.path.join(folder, name))
-    return {"path": os.path.abspath(folder), "files": names, "bytes": size, "sha256": digest.hexdigest()}
+    paths = [os.path.join(folder, name) for name in names]
+    size = sum(os.path.getsize(path) for path in paths)
+    return {"path": os.path.abspath(folder), "files": names, "bytes": size, "sha256": _sha256(paths)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -580,8 +580,9 @@ def usage_snippet(
 
     peft_config = next(iter(model.peft_config.values()))
     if getattr(peft_config, "is_prompt_learning", False) or own_base:
-        # Prompt learning has no weights to merge, and seqft applies it at the encoder (seqft.adapters): only seqft
-        # loads it right. Every other method merges into the base weights.
+        # Prompt learning has no weights to merge, and seqft applies it at the encoder (seqft.adapters); a student's
+        # adapter sits on its own student_base/: only seqft loads them right. Every other method merges into the
+        # base weights named in adapter_config.json.
         download, path_line = fetch_lines(repo_id)
         return "\n".join(
             [

@@ -65,9 +65,9 @@ def resolved_record(model_args, data_args, training_args) -> dict:
     }
 
 
-def write_resolved_recipe(model_args, data_args, training_args) -> str:
-    """output_dir/seqft_recipe.json (`resolved_record`)."""
-    record = resolved_record(model_args, data_args, training_args)
+def write_resolved_recipe(model_args, data_args, training_args, record: dict | None = None) -> str:
+    """output_dir/seqft_recipe.json (`resolved_record`, unless the caller has it already)."""
+    record = record or resolved_record(model_args, data_args, training_args)
     os.makedirs(training_args.output_dir, exist_ok=True)
     path = os.path.join(training_args.output_dir, "seqft_recipe.json")
     with open(path, "w", encoding="utf-8") as fh:
@@ -297,6 +297,7 @@ def run(argv=None) -> dict:
     if os.path.isdir(model_path) and not os.path.isabs(model_path):
         # the adapter config and the card record where the base came from: valid from any working directory
         model_path = model_args.model_name_or_path = os.path.abspath(model_path)
+    record = None  # the resolved recipe, once computed (it hashes every data file and a local teacher's weights)
     if resume:  # the checkpoint's recipe: only how long the run goes on and its outputs may differ
         record = resolved_record(model_args, data_args, training_args)
         checkpoints.check_resume(resume, record, training_args.world_size)
@@ -467,7 +468,7 @@ def run(argv=None) -> dict:
         else build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
     )
     if training_args.should_save:
-        write_resolved_recipe(model_args, data_args, training_args)
+        write_resolved_recipe(model_args, data_args, training_args, record)
 
     results = {}
     if training_args.do_train:

@@ -36,7 +36,15 @@ from unittest import mock
 import pytest
 import torch
 from datasets import Dataset
-from helpers import SENTENCES, save_tiny_bert, sigterm_driver, tiny_bert_config, tiny_tokenizer, write_conll
+from helpers import (
+    SENTENCES,
+    one_step_args,
+    save_tiny_bert,
+    sigterm_driver,
+    tiny_bert_config,
+    tiny_tokenizer,
+    write_conll,
+)
 from safetensors.torch import load_file
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification, Trainer
 
@@ -475,20 +483,7 @@ def one_sgd_step(trainer_cls, output_dir: str, per_device_batch: int):
     model = BertForTokenClassification(
         tiny_bert_config(num_labels=7, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     )
-    args = SeqFTConfig(
-        output_dir=output_dir,
-        per_device_train_batch_size=per_device_batch,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        train_sampling_strategy="sequential",
-        max_grad_norm=1e9,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = one_step_args(output_dir, per_device_batch, logging_steps=500)  # no step logged (see the test below)
     trainer = trainer_cls(
         model=model, args=args, train_dataset=ds, data_collator=DataCollatorForTokenClassification(tok)
     )
