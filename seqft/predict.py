@@ -64,9 +64,6 @@ CONLL_SUFFIXES = {".conll", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".tsv"}
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 STDIN = "<stdin>"
 CHUNK = 2048  # documents encoded at a time (every window of a document is merged within its chunk)
-_ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm"}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs
 
@@ -397,12 +394,9 @@ def read_recipe(model_dir: str) -> dict:
 def position_limit(config, model=None) -> int | None:
     """The longest input the model's position embeddings take (RoBERTa-style models offset positions), less the
     virtual tokens a prompt-learning adapter of `model` puts before it."""
-    config = getattr(config, "encoder_config", None) or config
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int) or limit <= 0:
+    limit = windows.model_positions(config)
+    if limit is None:
         return None
-    if getattr(config, "model_type", None) in _ROBERTA_LIKE:
-        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
     peft_config = getattr(model, "active_peft_config", None)
     if getattr(peft_config, "is_prompt_learning", False):
         limit -= peft_config.num_virtual_tokens

@@ -140,11 +140,7 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
 def resolve_max_length(requested: int | None, tokenizer, config, virtual_tokens: int = 0) -> int:
     """max_seq_length, or the longest input the tokenizer and the model's position embeddings allow (<= 512), less
     the `virtual_tokens` a prompt-learning adapter puts before every input."""
-    config = getattr(config, "encoder_config", None) or config  # seqft's CRF model wraps the encoder's config
-    positions = getattr(config, "max_position_embeddings", None) or 512
-    if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= 2  # position ids start after the padding index
-    positions -= virtual_tokens
+    positions = (seqwin.model_positions(config) or 512) - virtual_tokens
     if requested is not None:
         if requested > positions:
             prompts = f" once the adapter's {virtual_tokens} virtual tokens are placed" if virtual_tokens else ""

@@ -38,6 +38,31 @@ from . import labels as schemes
 from .errors import DataError, RecipeError
 
 IGNORE_INDEX = -100
+# models whose position ids start after the padding index: max_position_embeddings - (pad_token_id + 1) positions
+_OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "longformer",
+    "data2vec-text",
+    "xmod",
+    "roberta-prelayernorm",
+}
+
+
+def model_positions(config) -> int | None:
+    """The longest input (in tokens) the model's position embeddings take, or None when the config does not say.
+    RoBERTa-style models lose `pad_token_id + 1` positions (514 -> 512); seqft's CRF config is read through to
+    its encoder's."""
+    config = getattr(config, "encoder_config", None) or config
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    if getattr(config, "model_type", None) in _OFFSET_POSITIONS:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return limit
+
+
 UNLIMITED = 1_000_000
 """The context of a word on a side where its window edge is the sentence's own start or end."""
 

@@ -354,3 +354,22 @@ def test_training_on_windows_end_to_end(tmp_path):
     for sentence in written:
         predicted = [LABEL2ID[row.split()[2]] for row in sentence]
         assert windows.is_valid(predicted, constraints)
+
+
+@pytest.mark.parametrize(
+    "model_type, positions, pad, expected",
+    [("bert", 512, 0, 512), ("roberta", 514, 1, 512), ("data2vec-text", 514, 1, 512), ("xlm-roberta", 514, 1, 512)],
+)
+def test_model_positions_one_table_for_training_and_prediction(model_type, positions, pad, expected):
+    """Training and prediction read the model's length from one function. Training knew only four RoBERTa-style
+    types, so a data2vec-text model was offered all 514 positions and failed at its first long sentence."""
+    from transformers import AutoConfig
+
+    from seqft.predict import position_limit
+    from seqft.train import resolve_max_length
+
+    config = AutoConfig.for_model(model_type, max_position_embeddings=positions, pad_token_id=pad)
+    assert windows.model_positions(config) == position_limit(config) == expected
+    assert resolve_max_length(expected, tiny_tokenizer(), config) == expected
+    with pytest.raises(RecipeError, match=f"exceeds the model's {expected} positions"):
+        resolve_max_length(expected + 1, tiny_tokenizer(), config)
