@@ -112,7 +112,8 @@ def sequence_metrics(
     e.g. an IOB2 entity starting with ``I-X`` still counts; ``strict_precision``/``strict_recall``/``strict_f1`` in
     seqeval's strict mode, where only chunks well-formed in the scheme count (IOB2 for IOB1 data, after converting;
     every IOB1 sequence is well-formed, so for IOB1 strict equals default); token ``accuracy``; and with
-    `entity_level`, ``{TYPE}_precision``/``_recall``/``_f1`` (default mode) and ``{TYPE}_number`` (gold count).
+    `entity_level`, ``{TYPE}_precision``/``_recall``/``_f1`` (default mode) and ``{TYPE}_number`` (gold count),
+    plus run_ner.py's ``overall_precision``/``_recall``/``_f1``/``_accuracy`` (the same values as the plain keys).
 
     ``plain`` (POS-style) tags: only ``accuracy``, ``micro_f1`` and ``macro_f1`` over tags (the tags seen in gold or
     predictions; micro F1 equals accuracy); `entity_level` is ignored.
@@ -133,6 +134,8 @@ def sequence_metrics(
         precision, recall, f1 = _prf(*_totals(per_type))
         metrics.update({f"{prefix}precision": precision, f"{prefix}recall": recall, f"{prefix}f1": f1})
     if entity_level:
+        # run_ner.py's names for the same four scores, so that its scripts and `metric_for_best_model` carry over
+        metrics.update({f"overall_{key}": metrics[key] for key in ("precision", "recall", "f1", "accuracy")})
         for type_, row in _report(counts).items():
             if type_.endswith(" avg"):
                 continue

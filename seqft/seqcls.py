@@ -15,7 +15,8 @@ only call in:
   that fit both (e.g. 1..3 of 4 names) are an error asking for `label_id_base`. Strings of digits count as ids
   when a names file is given; other strings must be one of its names.
 * **Labels** (`prepare_labels`): the label list is the names file's order, else a fine-tuned checkpoint's or a
-  teacher's, else the sorted names of the training split (numbers in number order). A run that trains on from a
+  teacher's, else a Hub dataset's `ClassLabel` names in id order (as run_glue.py; a class missing from the
+  training split keeps its id), else the sorted names of the training split (numbers in number order). A run that trains on from a
   fine-tuned classifier with the same labels keeps its order. An unknown label, a missing column, an empty label or
   a ragged CSV row is a `DataError` naming the file and line (row for JSON lists).
 * **Multi-label** (`problem_type: "multi_label_classification"`, or inferred from list-valued labels: JSON lists,
@@ -249,10 +250,13 @@ def normalise_records(records: Sequence[tuple[str, dict]], path: str, data_args)
     return out
 
 
-def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list]]:
+def _from_hub(data_args, cache_dir=None, token=None) -> tuple[dict[str, dict[str, list]], list[str] | None]:
+    """The Hub splits, normalised, and the names of the label column's `ClassLabel` in id order (None when the
+    labels are plain values): the label list of the run, as run_glue.py takes it, so that the model's ids are the
+    dataset's and a class absent from the training split keeps its row."""
     from datasets import ClassLabel
 
-    out = {}
+    out, class_names = {}, None
     for split, ds in seqdata.load_hub_splits(data_args, cache_dir=cache_dir, token=token).items():
         where = f"{data_args.dataset_name}[{split}]"
         texts, pair, label = _columns(data_args, ds.column_names, where)
@@ -263,6 +267,7 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
             logger.warning(f"{where}: every label is -1 (an unlabelled split, as GLUE's test sets): skipped.")
             continue
         if isinstance(inner, ClassLabel):
+            class_names = class_names or [str(name) for name in inner.names]
             unlabelled = next((i for i, v in enumerate(values) if v == -1), None)
             if unlabelled is not None:
                 raise DataError(f"{where}:row {unlabelled}: label -1 (no label) in a labelled split.")
@@ -287,7 +292,7 @@ def _from_hub(data_args, cache_dir=None, token=None) -> dict[str, dict[str, list
         if pair:
             rows["text_pair"] = [second for _, second in pairs]
         out[split] = rows
-    return out
+    return out, class_names
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -409,6 +414,8 @@ def prepare_labels(raw, data_args, known_labels: list[str] | None = None):
         label_names = list(known_labels)
     elif names is not None:
         label_names = names
+    elif getattr(raw, "class_label_names", None):
+        label_names = list(raw.class_label_names)
     else:
         pool = raw.get("train")
         values = pool["label"] if pool is not None else [v for split in raw.values() for v in split["label"]]
@@ -447,8 +454,10 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None, limit: boo
     from .data import resolve_path
 
     splits: dict[str, dict[str, list]] = {}
+    class_names = None
     if data_args.dataset_name:
-        splits.update(_from_hub(data_args, cache_dir=cache_dir, token=token))
+        hub, class_names = _from_hub(data_args, cache_dir=cache_dir, token=token)
+        splits.update(hub)
     for split, spec in zip(SPLITS, (data_args.train_file, data_args.validation_file, data_args.test_file)):
         if not spec:
             continue
@@ -464,6 +473,7 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None, limit: boo
         DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), data_args, seed, limit=limit
     )
     del multi  # multi-label splits hold lists of names; prepare_labels reads it from there
+    out.class_label_names = class_names  # the Hub's ClassLabel order, read by prepare_labels
     return out
 
 

@@ -66,6 +66,9 @@ def test_sequence_metrics_hand_computed(true, pred, scheme, expected):
 def test_sequence_metrics_accuracy_and_entity_level():
     metrics = sequence_metrics(TRUE, PRED, "IOB2", entity_level=True)
     assert metrics["accuracy"] == pytest.approx(6 / 8)
+    # run_ner.py's keys for the overall scores, beside seqft's
+    overall = {key: metrics[f"overall_{key}"] for key in ("precision", "recall", "f1", "accuracy")}
+    assert overall == {key: metrics[key] for key in overall} and metrics["overall_f1"] == pytest.approx(2 / 3)
     per_type = {key: value for key, value in metrics.items() if key.split("_")[0] in ("PER", "LOC", "ORG")}
     assert per_type == {
         "LOC_precision": 0.0,
@@ -107,8 +110,12 @@ def test_sequence_metrics_empty_gives_zeros_without_warnings(scheme, true, pred)
     if scheme == "plain":
         assert metrics == {"micro_f1": expected_accuracy, "macro_f1": expected_accuracy}
     else:
+        overall_accuracy = metrics.pop("overall_accuracy")
+        assert overall_accuracy == expected_accuracy
         assert metrics == dict.fromkeys(
-            ["precision", "recall", "f1", "strict_precision", "strict_recall", "strict_f1"], 0.0
+            ["precision", "recall", "f1", "strict_precision", "strict_recall", "strict_f1"]
+            + ["overall_precision", "overall_recall", "overall_f1"],
+            0.0,
         )
 
 

@@ -185,6 +185,10 @@ def test_hub_dataset_class_labels(tmp_path):
     raw = seqcls.load_raw_splits(data_args(dataset_name=str(tmp_path)), seed=0)
     assert raw["train"]["label"] == ["World", "Sci/Tech", "Sports"]
     assert "test" not in raw  # an unlabelled split (label -1, as GLUE's test sets) is skipped
+    # the label list is the ClassLabel's, in its order (not sorted): the model's ids are the dataset's, and
+    # Business, absent from this training split, keeps its id 2
+    converted, names, _ = seqcls.prepare_labels(raw, data_args(dataset_name=str(tmp_path)))
+    assert names == CLASSES and converted["train"]["labels"] == [0, 3, 1]
     # its rows are checked as a file's are: an empty text is an error naming the row
     Dataset.from_dict({"text": ["a", " ", None], "label": [0, 3, 1]}, features=features).to_parquet(
         str(tmp_path / "data" / "train-00000.parquet")
