@@ -59,6 +59,9 @@ def _class_weights(value):
 
 @dataclass
 class ModelArguments:
+    """The encoder, its tokenizer and the head: run_ner.py's model arguments plus seqft's CRF head, PEFT adapter
+    and merge. Each field's help is in `python -m seqft.train --help`."""
+
     model_name_or_path: str = field(
         default=None,
         metadata={
@@ -131,6 +134,10 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    """Where the data comes from and how it is read, labelled, cut and windowed: run_ner.py's data arguments plus
+    seqft's (CoNLL columns, label schemes, windows, document context, sequence classification). Each field's help
+    is in `python -m seqft.train --help`."""
+
     task_name: str = field(
         default="ner", metadata={"help": "Name of the labelling task (ner, pos, chunk, ...); used in names and cards."}
     )

@@ -517,6 +517,10 @@ class Predictor:
         """
         if isinstance(inputs, str):
             inputs = [inputs]
+        if doc_ids is not None:
+            inputs, doc_ids = list(inputs), list(doc_ids)
+            if len(doc_ids) != len(inputs):
+                raise DataError(f"doc_ids holds {len(doc_ids)} ids for {len(inputs)} inputs: give one id per input.")
         documents = []
         for k, item in enumerate(inputs):
             doc_id = doc_ids[k] if doc_ids is not None else k

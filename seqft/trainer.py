@@ -63,6 +63,13 @@ def as_seqft_config(args) -> SeqFTConfig:
         return SeqFTConfig(output_dir="trainer_output")
     if not isinstance(args, TrainingArguments):
         raise TypeError(f"args must be a SeqFTConfig or TrainingArguments, got {type(args).__name__}.")
+    known = {f.name for f in dataclasses.fields(SeqFTConfig)}
+    extra = [f.name for f in dataclasses.fields(args) if f.init and f.name not in known]
+    if extra:  # they would be lost in the copy
+        raise TypeError(
+            f"args is a {type(args).__name__}, whose fields {', '.join(extra)} a SeqFTConfig does not have. Derive "
+            f"{type(args).__name__} from seqft.SeqFTConfig instead of TrainingArguments, so that they are kept."
+        )
     return SeqFTConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init})
 
 
@@ -78,7 +85,7 @@ class SeqFTTrainer(Trainer):
     works too: each model it returns is wrapped with `peft_config`.
 
     The training loss: the model's own when its class sets `accepts_loss_kwargs = True` (seqft's CRF), else
-    `token_loss` over `labels` (cross-entropy, or MSE for a one-output regression head), divided by the step's
+    `token_loss` over `labels` (cross-entropy; for a sequence classifier as its config's `problem_type` says), divided by the step's
     labelled count so that it does not depend on gradient accumulation or the number of ranks.
     """
 
@@ -96,6 +103,7 @@ class SeqFTTrainer(Trainer):
         super().__init__(**params)
         checkpoints.BoundaryJITCheckpoint.install(self)  # SIGTERM saves between steps only (enable_jit_checkpoint)
         self._install_loss(params.get("compute_loss_func"))
+        self._check_optimizer_arguments(params.get("optimizers"), params.get("optimizer_cls_and_kwargs"))
         if self.is_deepspeed_enabled and self.args.has_group_rates:
             # an accelerate config's DeepSpeed file too: its "optimizer" block would bypass create_optimizer
             optim.check_deepspeed_optimizer(self.accelerator.state.deepspeed_plugin.deepspeed_config)
@@ -120,6 +128,26 @@ class SeqFTTrainer(Trainer):
 
             model = wrap_model(model, self._peft_config)
         return model
+
+    def _check_optimizer_arguments(self, optimizers, optimizer_cls_and_kwargs) -> None:
+        """The group rates (layer_decay, head_learning_rate, loraplus_lr_ratio) live in the optimiser seqft builds:
+        a caller's own optimiser, or a learning rate in optimizer_cls_and_kwargs, would silently override them."""
+        if not self.args.has_group_rates:
+            return
+        rates = "layer_decay / head_learning_rate / loraplus_lr_ratio"
+        if optimizers is not None and optimizers[0] is not None:
+            raise RecipeError(
+                f"{rates} set rates per parameter group in the optimiser SeqFTTrainer builds, and optimizers= "
+                "passes a ready one, which would ignore them. Pass optimizer_cls_and_kwargs=(cls, kwargs) instead "
+                "(its class gets seqft's groups), or build the groups with seqft.optim.llrd_param_groups yourself "
+                "and turn those settings off."
+            )
+        kwargs = optimizer_cls_and_kwargs[1] if optimizer_cls_and_kwargs else {}
+        if "lr" in kwargs:
+            raise RecipeError(
+                f"optimizer_cls_and_kwargs sets lr = {kwargs['lr']}, but with {rates} every parameter group has its "
+                "own rate, derived from args.learning_rate: set learning_rate in the arguments and drop 'lr'."
+            )
 
     def _install_loss(self, user_loss) -> None:
         """`token_loss` as the Trainer's `compute_loss_func`, unless the model computes its own loss or the caller
@@ -161,7 +189,15 @@ class SeqFTTrainer(Trainer):
                     f"{type(_base_model(self.model)).__name__}, or pass compute_loss_func."
                 )
             weighted = weight if weight is not None and self.model.training else None
-            return self.token_loss(outputs, labels, num_items_in_batch, label_smoothing=smoothing, weight=weighted)
+            problem_type = getattr(getattr(_base_model(self.model), "config", None), "problem_type", None)
+            return self.token_loss(
+                outputs,
+                labels,
+                num_items_in_batch,
+                label_smoothing=smoothing,
+                weight=weighted,
+                problem_type=problem_type,
+            )
 
         self.compute_loss_func = compute_loss_func
 
@@ -170,7 +206,12 @@ class SeqFTTrainer(Trainer):
 
     @staticmethod
     def token_loss(
-        outputs, labels, num_items_in_batch=None, label_smoothing: float = 0.0, weight: torch.Tensor | None = None
+        outputs,
+        labels,
+        num_items_in_batch=None,
+        label_smoothing: float = 0.0,
+        weight: torch.Tensor | None = None,
+        problem_type: str | None = None,
     ) -> torch.Tensor:
         """Cross-entropy summed over labelled positions and divided by the labelled count of the whole step.
 
@@ -180,15 +221,25 @@ class SeqFTTrainer(Trainer):
         Multi-hot labels of the logits' shape (multi-label sequence classification) get binary cross-entropy per
         (text, label) entry, `weight` as per-label `pos_weight` (`seqft.seqcls.multi_label_loss`). Float targets of
         a one-output head (regression) get squared error. A step with no labelled position has loss 0.
+
+        For sequence logits (B,C), `problem_type` (the model config's) decides as in transformers' classifiers:
+        `regression` is squared error per target value, `multi_label_classification` binary cross-entropy,
+        `single_label_classification` cross-entropy; when it is None, one output means regression, labels of the
+        logits' shape binary cross-entropy, and class ids cross-entropy. Token logits (B,T,C) always get
+        cross-entropy, as transformers' token classifiers do.
         """
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        if labels.shape == logits.shape:
-            return multi_label_loss(logits, labels, num_items_in_batch, weight, label_smoothing)
-        if labels.is_floating_point() and logits.shape[-1] == 1:  # a regression head: squared error per item
-            target = labels.reshape(-1).to(logits.device)
-            loss = F.mse_loss(logits.reshape(-1).float(), target.float(), reduction="sum")
+        sequence = logits.dim() == 2
+        if sequence and problem_type is None:
+            problem_type = "regression" if logits.shape[-1] == 1 else None
+        if sequence and problem_type == "regression":  # squared error per target value, divided by the step's count
+            target = labels.reshape(-1).to(logits.device).float()
+            loss = F.mse_loss(logits.reshape(-1).float(), target, reduction="sum")
             count = target.numel() if num_items_in_batch is None else num_items_in_batch
             return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+        multi = problem_type == "multi_label_classification" or (problem_type is None and labels.shape == logits.shape)
+        if sequence and multi:
+            return multi_label_loss(logits, labels, num_items_in_batch, weight, label_smoothing)
         # shape: (N, num_labels), N = every position
         flat = logits.reshape(-1, logits.shape[-1]).float()
         target = labels.reshape(-1).to(flat.device)

@@ -236,6 +236,9 @@ def test_bad_model_dir_and_bad_python_inputs(model_dir, tmp_path, capsys):
     assert code == 2 and "not a model directory (no config.json or adapter_config.json)" in err
     with pytest.raises(DataError, match="input 1: expected a string or a list of words"):
         Predictor(model_dir).predict(["fine", 3])
+    for ids in ([0], [0, 0, 1]):  # too few was a bare IndexError, too many passed silently
+        with pytest.raises(DataError, match=f"doc_ids holds {len(ids)} ids for 2 inputs: give one id per input"):
+            Predictor(model_dir).predict(["John Smith", "Mary"], doc_ids=ids)
 
 
 def test_only_newlines_end_a_line(model_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ from transformers import (
     BertForTokenClassification,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
+    Trainer,
     TrainingArguments,
 )
 from transformers.modeling_outputs import TokenClassifierOutput
@@ -203,6 +204,61 @@ def test_a_regression_head_trains_with_squared_error_of_the_whole_step(tmp_path)
         args = settings(tmp_path, batch=6 // accumulation, accumulation=accumulation, learning_rate=1e-3)
         losses.append(SeqFTTrainer(model, args, DataCollatorWithPadding(tok), data).train().training_loss)
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)  # a float target no longer crashes cross-entropy
+
+
+@pytest.mark.parametrize(
+    "num_labels, labels",
+    [
+        (1, [1, 2, 3, 4, 5, 3]),  # integer targets: was a cross-entropy IndexError
+        (1, [[0.5], [1.0], [2.5], [4.0], [0.0], [3.0]]),  # (B, 1) float targets: was binary cross-entropy
+        (2, [[0.5, 3.0], [1.0, 2.0], [2.5, 0.0], [4.0, 1.0], [0.0, 0.0], [3.0, 3.0]]),  # was binary cross-entropy
+    ],
+)
+def test_a_regression_config_gets_the_stock_squared_error(tmp_path, num_labels, labels):
+    """problem_type 'regression' decides the loss, as in transformers' classifiers, whatever the targets' form."""
+    tok = tiny_tokenizer()
+    data = Dataset.from_dict({"text": [" ".join(w) for w, _ in SENTENCES], "label": labels})
+    data = data.map(lambda row: tok(row["text"]), remove_columns=["text"])
+    losses = []
+    for cls in (Trainer, SeqFTTrainer):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(tiny_bert_config(num_labels=num_labels, problem_type="regression"))
+        trainer = cls(model, settings(tmp_path, batch=3), DataCollatorWithPadding(tok), eval_dataset=data)
+        losses.append(trainer.evaluate()["eval_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
+def test_a_ready_optimizer_or_an_lr_in_its_kwargs_is_refused_with_group_rates(tmp_path):
+    """Both used to drop layer_decay / head_learning_rate silently (one group at the optimiser's rate)."""
+    model = bert()
+    ready = (torch.optim.AdamW(model.parameters(), lr=1e-3), None)
+    with pytest.raises(RecipeError, match="optimizers= passes a ready one, which would ignore them"):
+        SeqFTTrainer(model, settings(tmp_path, layer_decay=0.8), collator(), tokenised(), optimizers=ready)
+    with pytest.raises(RecipeError, match="optimizer_cls_and_kwargs sets lr = 0.5, but with layer_decay"):
+        SeqFTTrainer(
+            bert(), settings(tmp_path, head_learning_rate=1e-2), collator(), tokenised(),
+            optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.5}),
+        )  # fmt: skip
+    trainer = SeqFTTrainer(model, settings(tmp_path), collator(), tokenised(), optimizers=ready)  # no group rates
+    assert trainer.create_optimizer() is ready[0]
+
+
+def test_training_arguments_of_ones_own_are_refused_with_how_to_keep_them(tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class MyArgs(TrainingArguments):
+        my_flag: int = 3
+
+    args = MyArgs(output_dir=str(tmp_path), my_flag=5, use_cpu=True, report_to="none")
+    with pytest.raises(TypeError, match="fields my_flag a SeqFTConfig does not have. Derive MyArgs from seqft.SeqF"):
+        SeqFTTrainer(bert(), args)  # was: SeqFTConfig.__init__() got an unexpected keyword argument 'my_flag'
+
+    @dataclasses.dataclass
+    class MyConfig(SeqFTConfig):
+        my_flag: int = 3
+
+    assert SeqFTTrainer(bert(), MyConfig(output_dir=str(tmp_path), my_flag=5, use_cpu=True)).args.my_flag == 5
 
 
 def test_a_step_without_a_labelled_position_has_loss_zero_not_nan():
