@@ -169,7 +169,7 @@ def read_conll(path: str, label_column: int = -1) -> dict[str, list]:
 
     with _utf8_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
-            parts = line.split()
+            parts = line.removeprefix("\ufeff").split()  # a byte-order mark inside: files concatenated
             if not parts:
                 flush()
                 continue
@@ -268,7 +268,7 @@ def read_records(
     Without names given or found, the first column holds the words and the second the tags, as in run_ner.py."""
     if not records:
         raise DataError(f"{path}: no rows found (the file is empty).")
-    names = list(records[0][1].keys())
+    names = list(dict.fromkeys(key for _, row in records for key in row if key is not None))  # every row's keys
     text_col = _pick_column(names, text_column, ("tokens", "words"), 0, path, "text")
     label_col = _pick_column(names, label_column, label_column_defaults(task_name), 1, path, "label")
     columns = {"tokens": [], "tags": [], "doc_id": [], "source": []}
@@ -276,7 +276,13 @@ def read_records(
         for col in (text_col, label_col):
             if col not in row:
                 raise DataError(f"{path}:{where}: row has no column '{col}'.")
-        words = [str(w) for w in _as_list(row[text_col], path, where, text_col)]
+        words = _as_list(row[text_col], path, where, text_col)
+        if any(not isinstance(w, str) for w in words):
+            index = next(i for i, w in enumerate(words) if not isinstance(w, str))
+            raise DataError(
+                f"{path}:{where}: word {index + 1} of '{text_col}' is {words[index]!r} ({type(words[index]).__name__}),"
+                " not a string: write every word as a JSON string."
+            )
         tags = _as_list(row[label_col], path, where, label_col)
         if any(not isinstance(t, str) for t in tags):
             raise DataError(
@@ -310,7 +316,9 @@ def read_json(path: str) -> list[tuple[str, dict]]:
             raise DataError(f"{path}: expected a list of objects (or JSON Lines, one object per line).")
         return [(f"row {i}", row) for i, row in enumerate(data)]
     records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # only a newline ends a row (the file is read with universal newlines): str.splitlines would also split at
+    # U+2028, U+0085 or a form feed, which JSON strings may hold
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -324,9 +332,19 @@ def read_json(path: str) -> list[tuple[str, dict]]:
 
 
 def read_csv(path: str) -> list[tuple[str, dict]]:
+    rows = []
     with _utf8_text(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        return [(str(reader.line_num), row) for row in reader]
+        for row in reader:
+            fields = len(row) - (None in row) + len(row.get(None, ()))  # DictReader: extra fields under None
+            fields -= sum(value is None for value in row.values())  # and None for the missing ones
+            if fields != len(reader.fieldnames):
+                raise DataError(
+                    f"{path}:{reader.line_num}: the row has {fields} fields but the header {len(reader.fieldnames)}: "
+                    "quote a field that holds a comma, or add the missing one."
+                )
+            rows.append((str(reader.line_num), row))
+    return rows
 
 
 def read_file(path: str, data_args) -> dict[str, list]:
@@ -475,8 +493,12 @@ def prepare_labels(
     data. `auto` keeps the training file's scheme (the first split's when there is no train). The rules:
 
     - A file is IOB1 only when some ``I-X`` starts an entity and no ``B-X`` does. An ``I-X`` after ``O`` in a file
-      that elsewhere starts entities with ``B-`` is a stray in IOB2 data, not IOB1: the file is IOB2, and, as for
-      any file already in the target scheme, its tags are kept as written.
+      that elsewhere starts entities with ``B-`` is a stray in IOB2 data, not IOB1: the file is IOB2.
+    - Every sentence is written in the canonical form of the target scheme, a file already in that scheme too:
+      a stray ``O I-X`` becomes ``O B-X`` (the span seqeval and conlleval read), so that a CRF never trains on a
+      path its constraints forbid and the model learns one form of each entity. A warning counts the sentences so
+      repaired per file and names the first (an IOB1 file with one ``B-X`` at an entity start, read as IOB2, is
+      repaired in full this way: both readings give the same spans).
     - Any prefix scheme converts to any other (entity spans are read the conlleval way, the same for IOB1 and
       IOB2), so files in different prefix schemes are each converted to the target; a warning names them.
     - A file whose tags are all ``O`` fits every scheme. Plain (POS-style) tags in one file and prefix-style tags
@@ -508,7 +530,24 @@ def prepare_labels(
     scheme = file_scheme[reference] if target_scheme == "auto" else target_scheme
     if known_labels is not None:
         scheme = _scheme_of_known_labels(known_labels, scheme, target_scheme, labels_from)
+
+    def check_malformed(file: str) -> None:
+        """A 'plain' file beside a prefix scheme: name its first tag that is a prefix-style tag written wrongly."""
+        for name in files[file]:
+            for key, where in zip(keys[name], sources[name]):
+                for position, tag in enumerate(key):
+                    hint = schemes.prefix_tag_hint(tag)
+                    if hint is not None:
+                        raise DataError(
+                            f"{_token_location(where, position)}: tag {tag!r} is malformed (did you mean {hint!r}?): "
+                            f"{scheme} tags are 'O' or B-/I-{'/E-/S-' if scheme == 'BIOES' else ''} followed by "
+                            f"an entity type, prefix first, in capitals, with a dash. No tag of {file} has that "
+                            "form, so it reads as plain (POS-style) tags: fix the tags."
+                        )
+
     if (file_scheme[reference] == "plain") != (scheme == "plain"):
+        if scheme != "plain":
+            check_malformed(reference)
         raise DataError(
             f"the tags of {reference} are {file_scheme[reference]} but label_scheme is {scheme}: set label_scheme to "
             f"{'plain' if file_scheme[reference] == 'plain' else 'IOB2/BIOES/IOB1'} or 'auto'."
@@ -519,6 +558,8 @@ def prepare_labels(
             continue
         # A file of only O tags (or no rows) fits any scheme: it goes with the reference file.
         file_scheme[file] = found = detect(file, default=file_scheme[reference])
+        if found == "plain" and scheme != "plain":
+            check_malformed(file)
         if (found == "plain") != (scheme == "plain"):
             raise DataError(
                 f"{file}: its tags are {kinds[found == 'plain']} but those of {reference} are "
@@ -533,6 +574,7 @@ def prepare_labels(
 
     done = {found: {} for found in file_scheme.values()}  # per source scheme, each distinct tag sequence, converted
     valid = {found: set() for found in file_scheme.values()}  # per source scheme, tags seen in valid sequences
+    repaired: dict[str, list] = {}  # file in the target scheme -> [sentences rewritten, where the first was]
 
     def convert(name: str) -> list[list[str]]:
         source_scheme = file_scheme[origin[name]]
@@ -547,11 +589,21 @@ def prepare_labels(
                             f"detected as {source_scheme})."
                         )
                     seen.update(key)
-                cache[key] = schemes.convert(key, source_scheme, scheme) if source_scheme != scheme else list(key)
+                cache[key] = schemes.convert(key, source_scheme, scheme)
+            if source_scheme == scheme and cache[key] != list(key):
+                first = next(i for i, (a, b) in enumerate(zip(key, cache[key])) if a != b)
+                count = repaired.setdefault(origin[name], [0, _token_location(where, first)])
+                count[0] += 1
             converted.append(cache[key])
         return converted
 
     tags = {name: convert(name) for name in raw}
+    example = {"IOB2": "O I-X -> O B-X", "IOB1": "O B-X -> O I-X", "BIOES": "O B-X O -> O S-X O"}
+    for file, (count, first) in repaired.items():
+        logger.warning(
+            f"{file}: {count} sentence(s) not in canonical {scheme} (the first at {first}) were rewritten in it, with "
+            f"the entity spans seqeval reads ({example[scheme]})."
+        )
     if known_labels is None:
         pool = tags["train"] if "train" in tags else [seq for split in tags.values() for seq in split]
         label_names = schemes.complete_label_list(schemes.label_list([t for seq in pool for t in seq], scheme), scheme)

@@ -144,6 +144,22 @@ def _tag_problem(tag: object, scheme: str) -> str | None:
     return f"tag {tag!r} has unknown prefix '{letter}'; {expected}"
 
 
+_SUFFIXED = re.compile(r"^(.+?)[-_:.]([BIESbies])$")  # PER-B, PER_I: the prefix written after the type
+
+
+def prefix_tag_hint(tag: object) -> str | None:
+    """For a tag no prefix scheme accepts that looks like a prefix-style tag written another way, the tag it
+    probably means (``'B_PER'`` -> ``'B-PER'``, ``'b-per'`` -> ``'B-per'``, ``'PER-B'`` -> ``'B-PER'``); else None.
+    A file of such tags is detected as ``plain``; this tells the user why, with the first one."""
+    if not isinstance(tag, str) or split_tag(tag)[0] is not None:
+        return None
+    match = _PREFIX_LIKE.match(tag)
+    if match and match.group(2) and match.group(3) and match.group(1).upper() in PREFIXES:
+        return f"{match.group(1).upper()}-{match.group(3)}"
+    match = _SUFFIXED.match(tag)
+    return f"{match.group(2).upper()}-{match.group(1)}" if match else None
+
+
 def find_invalid_tag(tags: Sequence[str], scheme: str) -> tuple[int, str] | None:
     """``(position, why)`` for the first tag of `tags` that is not valid in `scheme` (0-based), or None."""
     _check_scheme(scheme)

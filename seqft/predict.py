@@ -9,9 +9,11 @@
 Inputs (files, or stdin when none is given or for `-`), by suffix or, for `.txt`/no suffix/stdin, by content:
 
 - raw text: one text per line, split into words on whitespace; entities carry character offsets into the line;
-- CoNLL columns (`.conll`, `.iob`, `.bio`, `eng.testb`, ... or `--input-format conll`; by content, a file of at
-  least 3 `word ... tag` lines or with `-DOCSTART-`): words from the first column, `-DOCSTART-` lines start
-  documents, other columns (e.g. gold tags) and the `-DOCSTART-` lines are kept in `--format conll` output;
+- CoNLL columns (`.conll`, `.iob`, `.bio`, `eng.testb`, ... or `--input-format conll`; by content, a file with
+  `-DOCSTART-`, or of at least 3 lines of one width whose last column is a tag (`O`, a prefix and a type in any
+  scheme, or one of the model's labels), or of one word per line in blank-line-separated sentences): words from
+  the first column, `-DOCSTART-` lines start documents, other columns (e.g. gold tags) and the `-DOCSTART-` lines
+  are kept in `--format conll` output; every word line has as many columns as the first;
 - JSON Lines: `{"tokens": [...]}` or `{"text": "..."}` per line; other keys are copied to the output, and an
   integer `doc_id` groups rows into documents (a row without one is its own, in training too). CSV files and JSON
   arrays are refused: write them as JSON Lines.
@@ -142,12 +144,12 @@ def read_lines(path: str) -> list[str]:
         ) from None
     if not text.strip():
         raise DataError(f"{name}: the input is empty (no text to label).")
-    # only \n (or \r\n) ends a line: str.splitlines would also split at U+2028, form feeds, ... which JSON strings
-    # and texts may hold
-    lines = text.split("\n")
+    # only \n, \r\n or \r ends a line: str.splitlines would also split at U+2028, form feeds, ... which JSON
+    # strings and texts may hold
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # a lone CR ends a line too (old Macs)
     if lines[-1] == "":
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
 def parse_text(lines: Sequence[str], name: str) -> list[Document]:
@@ -175,8 +177,9 @@ def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
             headers = []
         rows = []
 
+    width = None  # every word line has as many columns as the first (as training's reader requires)
     for n, line in enumerate(lines, 1):
-        parts = line.split()
+        parts = line.removeprefix("\ufeff").split()  # a byte-order mark inside: files concatenated
         if not parts:
             flush()
         elif parts[0] == "-DOCSTART-":
@@ -184,6 +187,12 @@ def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
             doc_id += 1
             headers.append(parts)
         else:
+            width = width or (len(parts), n)
+            if len(parts) != width[0]:
+                raise DataError(
+                    f"{name}:{n}: expected {width[0]} columns (as on line {width[1]}), found {len(parts)}: "
+                    f"{line.strip()[:80]!r}. A word containing spaces, or a missing column?"
+                )
             if not rows:
                 start = n
             rows.append(parts)
@@ -263,15 +272,18 @@ def sniff_format(path: str, lines: Sequence[str], labels: Iterable[str] = ()) ->
         return "conll"
     known = set(labels)
     widths = {len(line.split()) for line in head}
-    if (
-        path != "-"  # piped text is text: `echo "John lives in London ." |` must not read as a word and POS tags
-        and len(head) >= 3
-        and known
-        and len(widths) == 1
-        and min(widths) >= 2
-        and all(line.split()[-1] in known for line in head)
-    ):
-        return "conll"  # word ... tag on every line of a file, the tags being the model's labels
+    if path == "-" or len(head) < 3 or len(widths) != 1:
+        return "text"  # piped text is text: `echo "John lives in London ." |` must not read as a word and POS tags
+
+    def tag_shaped(tag: str) -> bool:  # the model's labels, or any O / B-/I-/E-/S-/L-/U- + type (other schemes)
+        return tag in known or schemes.split_tag(tag)[0] is not None or re.fullmatch(r"[LU]-\S+", tag) is not None
+
+    if min(widths) >= 2 and all(tag_shaped(line.split()[-1]) for line in head):
+        return "conll"  # word ... tag on every line of a file
+    lines_200 = [line.strip() for line in lines[:200]]
+    blocks = [block for block in "\n".join(lines_200).split("\n\n") if block.strip()]
+    if widths == {1} and len(blocks) >= 2 and len(head) >= 2 * len(blocks):
+        return "conll"  # one word per line, sentences separated by blank lines: a CoNLL file without tags
     return "text"
 
 
@@ -652,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INPUT_FORMATS,
         default="auto",
         help="auto: by suffix (.jsonl, .conll/.iob/.bio/...), else by content (JSON rows, -DOCSTART-, word-tag "
-        "columns), else raw text.",
+        "columns, one word per line in blank-line-separated sentences), else raw text.",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="Windows per forward pass.")
     parser.add_argument("--max-seq-length", type=int, default=None, help="Window length (default: the recipe's).")

@@ -145,6 +145,49 @@ def test_invalid_tag_names_file_and_line(tmp_path):
     assert "t.txt:4" in str(err.value) and "B_PER" in str(err.value)
 
 
+@pytest.mark.parametrize("tags, shown, hint", [("B_PER I_PER O", "B_PER", "B-PER"), ("b-per i-per O", "b-per", "B-per"),
+                                              ("O PER-B PER-I", "PER-B", "B-PER")])  # fmt: skip
+def test_a_file_of_malformed_prefix_tags_names_the_first_not_plain_tags(tmp_path, tags, shown, hint):
+    """With no valid prefix tag at all, such a file was detected as plain: the error named no line and advised
+    label_scheme plain/auto, which trained entity tags as POS tags. In a test file beside good training data too."""
+    words = ["John", "Smith", "said"]
+    bad = write_conll(tmp_path / "bad.txt", [(words, tags.split())] * 2)
+    line = 2 + tags.split().index(shown)  # after the -DOCSTART- line and its blank line
+    for args in (
+        {"train_file": str(bad)},
+        {"train_file": str(write_conll(tmp_path / "ok.txt")), "test_file": str(bad)},
+    ):
+        raw = seqdata.load_raw_splits(data_args(**args), seed=0)
+        with pytest.raises(
+            DataError, match=rf"bad.txt:{line + 1}: tag '{shown}' is malformed \(did you mean '{hint}'"
+        ):
+            seqdata.prepare_labels(raw, "IOB2")
+    pos = write_conll(tmp_path / "pos.txt", [(words, ["NNP", "NNP", "VBD"])])  # real POS tags: the old advice stands
+    with pytest.raises(DataError, match="are plain but label_scheme is IOB2: set label_scheme to plain or 'auto'"):
+        seqdata.prepare_labels(seqdata.load_raw_splits(data_args(train_file=str(pos)), seed=0), "IOB2")
+
+
+def test_rows_that_lost_or_gained_something_are_refused_and_only_newlines_end_json_lines(tmp_path):
+    """Found by an audit: JSON null/number words trained as 'None'/'nan'/'3'; a CSV row with an extra field was
+    taken; a first row without the tags column made another column the tags; U+2028 inside a JSON Lines string
+    split the row; a byte-order mark inside a CoNLL file (files concatenated) made -DOCSTART- a word."""
+
+    def load(name, text):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return seqdata.load_raw_splits(data_args(train_file=str(tmp_path / name)), seed=0)
+
+    with pytest.raises(DataError, match=r"w.jsonl:1: word 2 of 'tokens' is None \(NoneType\), not a string"):
+        load("w.jsonl", '{"tokens": ["Paris", null], "ner_tags": ["B-LOC", "O"]}\n')
+    with pytest.raises(DataError, match="e.csv:3: the row has 3 fields but the header 2: quote a field that holds"):
+        load("e.csv", "tokens,ner_tags\nJohn,B-PER\nNew York,B-LOC I-LOC,EXTRA\n")
+    with pytest.raises(DataError, match="k.jsonl:1: row has no column 'ner_tags'"):
+        load("k.jsonl", '{"tokens": ["a"], "id": 1}\n{"tokens": ["John"], "ner_tags": ["B-PER"], "id": 2}\n')
+    raw = load("u.jsonl", '{"tokens": ["Hi", "a\u2028b\u0085c"], "ner_tags": ["O", "O"], "note": "x\u2028y"}\n')
+    assert raw["train"]["tokens"] == [["Hi", "a\u2028b\u0085c"]]
+    raw = load("bom.txt", "-DOCSTART- O\n\nJohn B-PER\n\n\ufeff-DOCSTART- O\n\nMary B-PER\n")
+    assert raw["train"]["tokens"] == [["John"], ["Mary"]] and len(set(raw["train"]["doc_id"])) == 2
+
+
 def test_the_first_sentence_with_a_bad_tag_is_named_when_its_tags_repeat(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("John B-PER\nlives O\n\nMary B-PER\nsays O\n\nBob B-PER\nSmith B_PER\n\nAl B-PER\nSmith B_PER\n")
@@ -262,18 +305,25 @@ def test_each_file_is_converted_from_its_own_scheme(tmp_path, caplog, test_sente
         assert f"{test}: its tags are" in caplog.text and f"but those of {train} are IOB2" in caplog.text
 
 
-def test_consistent_files_are_not_converted_and_stray_i_starts_stay(tmp_path, caplog):
-    """An `I-X` after `O` in a file that elsewhere starts entities with `B-` is IOB2 with a stray, not IOB1: with an
-    IOB2 target the file is kept as written, exactly as before per-file detection."""
+def test_stray_i_starts_are_written_canonically_with_a_warning(tmp_path, caplog):
+    """An `I-X` after `O` in a file that elsewhere starts entities with `B-` is IOB2 with a stray, not IOB1. It was
+    kept as written, so a CRF trained on a gold path its constraints forbid (losses in the thousands) and an IOB1
+    file with one `B-X` slip was trained unconverted. Every sentence is now written canonically, with a warning."""
     stray = [(["Mary", "visited", "Paris"], ["O", "O", "I-LOC"]), *SENTENCES[:2]]
     train = write_conll(tmp_path / "train.txt")
     test = write_conll(tmp_path / "test.txt", stray)
     raw = seqdata.load_raw_splits(data_args(train_file=str(train), test_file=str(test)), seed=0)
     caplog.set_level(logging.WARNING, logger="seqft")
     converted, _, _ = seqdata.prepare_labels(raw, "IOB2")
-    assert converted["test"]["tags"][:] == [tags for _, tags in stray]
-    assert converted["train"]["tags"][:] == [tags for _, tags in SENTENCES]
-    assert "scheme" not in caplog.text
+    assert converted["test"]["tags"][:] == [["O", "O", "B-LOC"]] + [tags for _, tags in SENTENCES[:2]]
+    assert converted["train"]["tags"][:] == [tags for _, tags in SENTENCES]  # canonical already: as written
+    assert f"{test}: 1 sentence(s) not in canonical IOB2 (the first at {test}:5)" in caplog.text
+    assert "train.txt" not in caplog.text
+    # an IOB1 file with one B- at an entity start is read as IOB2, and comes out as its IOB1 reading would
+    iob1 = [(["John", "Smith", "in", "Paris"], ["I-PER", "I-PER", "O", "B-LOC"]), (["Mary"], ["I-PER"])]
+    raw = seqdata.load_raw_splits(data_args(train_file=str(write_conll(tmp_path / "iob1.txt", iob1))), seed=0)
+    converted, _, scheme = seqdata.prepare_labels(raw, "IOB2")
+    assert converted["train"]["tags"][:] == [["B-PER", "I-PER", "O", "B-LOC"], ["B-PER"]] and scheme == "IOB2"
 
 
 def test_all_o_file_fits_any_scheme_and_plain_beside_prefix_tags_is_an_error(tmp_path):

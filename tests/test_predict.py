@@ -421,6 +421,26 @@ def test_inputs_are_read_as_what_they_are(tmp_path):
             sniff_format(name, lines, pos)
 
 
+def test_column_files_in_other_schemes_and_word_per_line_files_are_conll(tmp_path):
+    """Found by an audit: a held-out file tagged in another scheme (S-PER, for an IOB2 model) or with an unseen
+    type, and a file of one word per line, were read as raw text: every line its own text, tags read as words."""
+    from seqft.predict import parse_input, read_lines, sniff_format
+
+    iob2 = {"O", "B-PER", "I-PER"}
+    assert sniff_format("held.txt", ["Mary S-PER", "visited O", "Paris U-LOC", "", "John B-NEW"], iob2) == "conll"
+    assert sniff_format("words.txt", ["Mary", "visited", "Paris", "", "John", "said"], iob2) == "conll"
+    assert sniff_format("queries.txt", ["Mary", "Paris", "John"], iob2) == "text"  # no sentences: one text a line
+    assert sniff_format("text.txt", ["John lives in London .", "Mary said so", "ok then O"], iob2) == "text"
+    # a CR-only file (old Macs) had one line; a byte-order mark inside (files concatenated) made -DOCSTART- a word
+    path = tmp_path / "cr.txt"
+    path.write_bytes(b"-DOCSTART- O\r\rJohn B-PER\rsaid O\r\r\xef\xbb\xbf-DOCSTART- O\r\rMary B-PER\r")
+    documents = parse_input(str(path), read_lines(str(path)))
+    assert [d.words for d in documents] == [["John", "said"], ["Mary"]]
+    assert documents[0].doc_id != documents[1].doc_id
+    with pytest.raises(DataError, match=r"ragged.txt:2: expected 2 columns \(as on line 1\), found 3"):
+        parse_input("ragged.txt", ["John B-PER", "New York B-LOC"], "conll")
+
+
 def test_model_folder_and_length_errors_are_one_line(model_dir, tmp_path, capsys):
     with pytest.raises(SeqFTError, match=r"max_seq_length = 1024 exceeds the model's \d+ positions"):
         Predictor(model_dir, max_seq_length=1024)
