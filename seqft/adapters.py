@@ -795,9 +795,10 @@ def _base_model_path(model: nn.Module) -> str | None:
 STUDENT_BASE_DIR = "student_base"
 
 
-def save_student_base(model: nn.Module, output_dir: str, main_process: bool = True) -> str:
+def save_student_base(model: nn.Module, output_dir: str, main_process: bool = True, folder: str | None = None) -> str:
     """Save the encoder of a student built from selected blocks (`distill.build_student_from_teacher`) to
-    `output_dir/student_base` and name it as the model's source; returns that path.
+    `output_dir/student_base` and name it as the model's source; returns that path. `folder`: write into this
+    folder of `output_dir` instead (staging, renamed to `student_base` by the caller), naming the final path.
 
     Such a student's base exists on no disk: without this, its adapter would record the teacher's (or the encoder's)
     folder as the base it adapts, and `load_adapter_model` / `seqft.predict` would rebuild the wrong encoder (all its
@@ -805,6 +806,7 @@ def save_student_base(model: nn.Module, output_dir: str, main_process: bool = Tr
     every rank (ZeRO-3 gathers the weights); only `main_process` writes.
     """
     path = os.path.abspath(os.path.join(output_dir, STUDENT_BASE_DIR))
+    written = os.path.abspath(os.path.join(output_dir, folder)) if folder else path
     encoder = _encoder_of(model) or model
     partitioned = [p for p in encoder.parameters() if hasattr(p, "ds_id")]  # loaded under DeepSpeed ZeRO-3
     if partitioned:
@@ -815,7 +817,7 @@ def save_student_base(model: nn.Module, output_dir: str, main_process: bool = Tr
         gathered = contextlib.nullcontext()
     with gathered:
         if main_process:
-            encoder.save_pretrained(path)
+            encoder.save_pretrained(written)
     for module in {id(m): m for m in (model, encoder)}.values():
         module.name_or_path = module.config._name_or_path = path
     return path

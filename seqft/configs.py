@@ -139,7 +139,12 @@ class DataArguments:
     is in `python -m seqft.train --help`."""
 
     task_name: str = field(
-        default="ner", metadata={"help": "Name of the labelling task (ner, pos, chunk, ...); used in names and cards."}
+        default="ner",
+        metadata={
+            "help": "Name of the labelling task (ner, pos, chunk, ...); used in names and cards, and, as in "
+            "run_ner.py, the tags column of JSON/CSV/Hub data is '{task_name}_tags' when it exists and "
+            "label_column_name is not set."
+        },
     )
     task: str = field(
         default="token-classification",
@@ -538,6 +543,19 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
             raise RecipeError(
                 "'distill_unlabelled_file' holds sentences to tag word by word: token classification only."
             )
+    if training_args.push_to_hub:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:  # the Trainer would stop on creating the repo, in a traceback
+            raise RecipeError(
+                "'push_to_hub' uploads to the Hugging Face Hub, but HF_HUB_OFFLINE is set: unset it (and log in), "
+                "or set push_to_hub to false and upload output_dir later."
+            )
+    if training_args.batch_eval_metrics:
+        raise RecipeError(
+            "'batch_eval_metrics' scores each evaluation batch on its own, but seqft's metrics need the whole split "
+            "(long sentences' windows are merged back into words, entity F1 is counted over all of them): remove it."
+        )
     if data_args.task == "sequence-classification" and model_args.use_crf:
         raise RecipeError("'use_crf' labels sequences of tokens; remove it for task sequence-classification.")
     if model_args.use_crf and training_args.class_weights is not None:

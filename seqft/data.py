@@ -236,9 +236,10 @@ def _check_row(where: str, words: Sequence[str], tags: Sequence, text_col: str, 
     """One sentence's words and tags, from a JSON/CSV row or a Hub dataset's row: a tag per word, at least one word,
     each with a visible character."""
     if len(words) != len(tags):
+        one_label = " One label for a whole text? Set 'task': 'sequence-classification'." if len(tags) == 1 else ""
         raise DataError(
             f"{where}: {len(words)} words in '{text_col}' but {len(tags)} tags in '{label_col}'; every word needs "
-            "exactly one tag."
+            f"exactly one tag.{one_label}"
         )
     if not words:
         raise DataError(
@@ -358,6 +359,11 @@ def read_file(path: str, data_args) -> dict[str, list]:
     if suffix == ".conllu":
         raise DataError(f"{spec}: {CONLLU_NOT_READ}")
     if suffix in RECORD_SUFFIXES:
+        if getattr(data_args, "conll_label_column", -1) != -1:  # as the warning below, the other way round
+            logger.warning(
+                f"{spec}: conll_label_column = {data_args.conll_label_column} picks a column of CoNLL files, not of "
+                "this JSON/CSV file: its tags column is label_column_name (or 'ner_tags', 'tags', ... when unset)."
+            )
         records = read_csv(path) if suffix == ".csv" else read_json(path)
         return read_records(
             path,

@@ -416,3 +416,24 @@ def _load_deepspeed_config(deepspeed_config: dict | str | os.PathLike) -> dict:
     if not isinstance(loaded, dict):
         raise ValueError(f"DeepSpeed config must be a JSON object, got {type(loaded).__name__}.")
     return loaded
+
+
+def match_zero3_dtype(model: nn.Module, args) -> int:
+    """Under DeepSpeed ZeRO-3 with bf16/fp16, cast the trainable parameters that are still float32 to that dtype.
+
+    ZeRO-3 flattens all trainable parameters into one buffer of one dtype. `zero.Init` builds the encoder in bf16, but
+    modules made outside it stay float32: the CRF (`from_encoder`), and peft's adapters (it upcasts them on purpose,
+    for plain mixed precision) — DeepSpeed stopped on `assert len(set(t.dtype ...)) == 1`. DeepSpeed keeps float32
+    master weights in its optimiser, so nothing is lost. Returns the number of tensors cast (0 when not ZeRO-3).
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled() or not (args.bf16 or args.fp16):
+        return 0
+    dtype = torch.bfloat16 if args.bf16 else torch.float16
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.is_floating_point() and param.dtype != dtype and not hasattr(param, "ds_id"):
+            param.data = param.data.to(dtype)
+            cast += 1
+    return cast

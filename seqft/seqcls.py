@@ -767,14 +767,22 @@ def metric_names(label_names: Sequence[str], problem_type: str) -> list[str]:
     return sorted(compute_scores(np.eye(num) * 10.0, gold, label_names, problem_type))
 
 
+def _stacked(outputs) -> np.ndarray:
+    """Trainer outputs as one array: the first of several outputs; batches joined (`eval_do_concat_batches` off
+    gives a list of per-batch arrays)."""
+    if isinstance(outputs, tuple):
+        outputs = outputs[0]
+    if isinstance(outputs, list):
+        return np.concatenate([np.asarray(batch[0] if isinstance(batch, tuple) else batch) for batch in outputs])
+    return np.asarray(outputs)
+
+
 def build_compute_metrics(id2label: Mapping, problem_type: str, threshold: float = 0.5):
     """A `Trainer(compute_metrics=...)` callable over `(N, C)` logits and `(N,)` ids or `(N, C)` multi-hot labels."""
     names = [str(id2label[k]) for k in sorted(id2label, key=int)]
 
     def compute_metrics(eval_prediction) -> dict:
-        logits, label_ids = eval_prediction.predictions, eval_prediction.label_ids
-        if isinstance(logits, tuple):
-            logits = logits[0]
+        logits, label_ids = _stacked(eval_prediction.predictions), _stacked(eval_prediction.label_ids)
         return compute_scores(logits, label_ids, names, problem_type, threshold)
 
     return compute_metrics
@@ -799,9 +807,8 @@ def write_test_outputs(
     from .plots import plot_confusion_matrix
 
     names = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    logits = logits[0] if isinstance(logits, tuple) else logits
     order = np.argsort(np.asarray(tokenized["example_id"]), kind="stable")
-    predicted, probs = decide(np.asarray(logits)[order], problem_type, threshold)
+    predicted, probs = decide(_stacked(logits)[order], problem_type, threshold)
     gold = np.asarray(raw["labels"])
     multi = problem_type == MULTI_LABEL
     os.makedirs(output_dir, exist_ok=True)

@@ -13,6 +13,7 @@ import difflib
 import json
 import logging
 import os
+import shutil
 import sys
 from importlib import metadata
 
@@ -66,10 +67,12 @@ def resolved_record(model_args, data_args, training_args) -> dict:
 
 
 def write_resolved_recipe(model_args, data_args, training_args, record: dict | None = None) -> str:
-    """output_dir/seqft_recipe.json (`resolved_record`, unless the caller has it already)."""
+    """output_dir/seqft_recipe.json (`resolved_record`, unless the caller has it already); for a run that does not
+    train, seqft_eval_recipe.json, so that evaluating a trained run into its own folder keeps that run's record."""
     record = record or resolved_record(model_args, data_args, training_args)
     os.makedirs(training_args.output_dir, exist_ok=True)
-    path = os.path.join(training_args.output_dir, "seqft_recipe.json")
+    name = "seqft_recipe.json" if training_args.do_train else "seqft_eval_recipe.json"
+    path = os.path.join(training_args.output_dir, name)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2, sort_keys=False)
     return path
@@ -441,28 +444,40 @@ def run(argv=None) -> dict:
             gold=raw[name]["tags"],
         )
 
+    staged_base = None  # the adapter's base, for a student of selected blocks: saved before wrapping, staged
+    if student_from_teacher and model_args.peft_config:
+        staged_base = os.path.join(training_args.output_dir, "tmp-" + adapters.STUDENT_BASE_DIR)
+        adapters.save_student_base(model, training_args.output_dir, training_args.should_save, folder=staged_base)
+    try:
+        trainer = SeqFTTrainer(
+            model=model,
+            args=training_args,
+            peft_config=model_args.peft_config,
+            teacher_model=teacher,
+            train_dataset=tokenized.get("train") if training_args.do_train else None,
+            eval_dataset=tokenized.get("validation")
+            if training_args.do_eval or training_args.eval_strategy != "no"
+            else None,
+            processing_class=tokenizer,
+            data_collator=collator,
+            compute_metrics=window_metrics("validation")
+            if "validation" in tokenized or seq_cls
+            else build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
+        )
+    except BaseException:
+        if staged_base and training_args.should_save:
+            shutil.rmtree(staged_base, ignore_errors=True)
+        raise
     if fresh and training_args.overwrite_output_dir and training_args.should_save:
-        # only now, with data, labels and model loaded: a run that fails on its inputs leaves the earlier one intact
+        # only now, with data, labels, model and trainer built (the trainer refuses some settings): a run that fails
+        # on its inputs leaves the earlier one intact
         checkpoints.clear_previous_run(training_args.output_dir)
     elif fresh and resuming_last and training_args.should_save:  # a job killed during its first save, restarted
         checkpoints.clear_interrupted_saves(training_args.output_dir)
-    if student_from_teacher and model_args.peft_config:  # the adapter's base: these blocks, not their source folder
-        adapters.save_student_base(model, training_args.output_dir, training_args.should_save)
-    trainer = SeqFTTrainer(
-        model=model,
-        args=training_args,
-        peft_config=model_args.peft_config,
-        teacher_model=teacher,
-        train_dataset=tokenized.get("train") if training_args.do_train else None,
-        eval_dataset=tokenized.get("validation")
-        if training_args.do_eval or training_args.eval_strategy != "no"
-        else None,
-        processing_class=tokenizer,
-        data_collator=collator,
-        compute_metrics=window_metrics("validation")
-        if "validation" in tokenized or seq_cls
-        else build_compute_metrics(model.config.id2label, scheme, data_args.return_entity_level_metrics),
-    )
+    if staged_base and training_args.should_save:
+        final = os.path.join(training_args.output_dir, adapters.STUDENT_BASE_DIR)
+        shutil.rmtree(final, ignore_errors=True)  # a fresh run into a folder without an earlier run's results
+        os.replace(staged_base, final)
     if training_args.should_save:
         write_resolved_recipe(model_args, data_args, training_args, record)
 
@@ -496,7 +511,10 @@ def run(argv=None) -> dict:
     if training_args.do_eval and "validation" in tokenized:
         metrics = trainer.evaluate()
         metrics["eval_samples"] = len(raw["validation"])
-        metrics["eval_windows"] = len(tokenized["validation"])
+        if seq_cls:  # as test_texts_truncated
+            metrics["eval_texts_truncated"] = truncated["validation"]
+        else:
+            metrics["eval_windows"] = len(tokenized["validation"])
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results["eval"] = metrics
@@ -536,8 +554,8 @@ def run(argv=None) -> dict:
     # The card (and its plots) last, once the eval/test results exist; push_to_hub saves, writes the card, uploads.
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="End of training")
-    elif trainer.is_world_process_zero():
-        trainer.create_model_card()
+    elif trainer.is_world_process_zero() and training_args.do_train:
+        trainer.create_model_card()  # it describes a model trained here: an evaluation writes none
 
     if trainer.is_world_process_zero():
         for split, metrics in results.items():

@@ -101,6 +101,8 @@ class SeqFTTrainer(Trainer):
 
             params["model"] = wrap_model(params["model"], peft_config)
         super().__init__(**params)
+        if self.model is not None:
+            optim.match_zero3_dtype(self.model, self.args)  # ZeRO-3 takes one dtype: the CRF and adapters were fp32
         checkpoints.BoundaryJITCheckpoint.install(self)  # SIGTERM saves between steps only (enable_jit_checkpoint)
         self._install_loss(params.get("compute_loss_func"))
         self._check_optimizer_arguments(params.get("optimizers"), params.get("optimizer_cls_and_kwargs"))
@@ -127,6 +129,7 @@ class SeqFTTrainer(Trainer):
             from .adapters import wrap_model
 
             model = wrap_model(model, self._peft_config)
+        optim.match_zero3_dtype(model, self.args)
         return model
 
     def _check_optimizer_arguments(self, optimizers, optimizer_cls_and_kwargs) -> None:
@@ -362,6 +365,17 @@ class SeqFTTrainer(Trainer):
         if eval_dataset is None or self.args.world_size > 1:
             return None
         return SequentialSampler(eval_dataset)
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, **kwargs):
+        # dataloader_drop_last is for training batches: the stock evaluation and prediction loaders drop the last
+        # batch too, so sentences went unscored (a wrong accuracy, or windows missing their words).
+        if is_training or not self.args.dataloader_drop_last:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, **kwargs)
+        self.args.dataloader_drop_last = False
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, **kwargs)
+        finally:
+            self.args.dataloader_drop_last = True
 
     # ----------------------------------------------------------------------------------------------------------
     # Crash-safe checkpoints (seqft/checkpoints.py)

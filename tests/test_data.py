@@ -180,6 +180,8 @@ def test_rows_that_lost_or_gained_something_are_refused_and_only_newlines_end_js
         load("w.jsonl", '{"tokens": ["Paris", null], "ner_tags": ["B-LOC", "O"]}\n')
     with pytest.raises(DataError, match="e.csv:3: the row has 3 fields but the header 2: quote a field that holds"):
         load("e.csv", "tokens,ner_tags\nJohn,B-PER\nNew York,B-LOC I-LOC,EXTRA\n")
+    with pytest.raises(DataError, match="one tag. One label for a whole text. Set 'task': 'sequence-classification"):
+        load("glue.csv", "sentence1,label\nthe team won the game,Sports\n")  # a run_glue file, task not set
     with pytest.raises(DataError, match="k.jsonl:1: row has no column 'ner_tags'"):
         load("k.jsonl", '{"tokens": ["a"], "id": 1}\n{"tokens": ["John"], "ner_tags": ["B-PER"], "id": 2}\n')
     raw = load("u.jsonl", '{"tokens": ["Hi", "a\u2028b\u0085c"], "ner_tags": ["O", "O"], "note": "x\u2028y"}\n')

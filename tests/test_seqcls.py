@@ -273,6 +273,8 @@ def test_end_to_end_outputs(trained):
     for key in ("test_accuracy", "test_macro_f1", "test_micro_f1", "test_World_f1", "test_Sci/Tech_number"):
         assert key in test
     assert test["test_samples"] == 12 and test["test_texts_truncated"] == 0
+    evaluation = json.loads((trained / "eval_results.json").read_text())  # texts, not windows: as the test split's
+    assert evaluation["eval_texts_truncated"] == 0 and "eval_windows" not in evaluation
     rows = [json.loads(line) for line in (trained / "test_predictions.jsonl").read_text().splitlines()]
     assert [r["source"] for r in rows] == [f"test.csv:{i}" for i in range(1, 13)]  # the input's order
     assert [r["gold"] for r in rows] == [CLASSES[k - 1] for k, _, _ in make_rows(12, seed=1)]
@@ -289,6 +291,16 @@ def test_end_to_end_outputs(trained):
     # the recipe sets no task_name: run_ner's default "ner" does not describe a classifier (card, tags, model-index)
     assert "- ner\n" not in card and "name: NER" not in card and "for **ner**" not in card
     assert json.loads((trained / "seqft_recipe.json").read_text())["recipe"]["class_weights"] == "balanced"
+
+
+def test_evaluation_in_batches_not_concatenated_scores_as_one(root, trained, tmp_path):
+    """eval_do_concat_batches false hands compute_metrics a list of batches: a traceback (found by an audit)."""
+    out = tmp_path / "eval"
+    args = {"model_name_or_path": str(trained), "do_train": False, "eval_do_concat_batches": False}
+    assert main([recipe(root, out, per_device_eval_batch_size=5, **args)]) == 0
+    before, after = (json.loads((d / "test_results.json").read_text()) for d in (trained, out))
+    assert after["test_accuracy"] == before["test_accuracy"] and after["test_macro_f1"] == before["test_macro_f1"]
+    assert (out / "test_predictions.jsonl").read_text() == (trained / "test_predictions.jsonl").read_text()
 
 
 def test_reload_with_auto_classes_and_pipeline(trained):
@@ -406,7 +418,10 @@ def test_multi_label_end_to_end(root, tmp_path):
     assert main([args]) == 0
     rerun = [json.loads(line) for line in (tmp_path / "again" / "test_predictions.jsonl").read_text().splitlines()]
     assert all(r["predicted"] == [n for n, p in r["scores"].items() if p >= 0.4] for r in rerun)
-    assert json.loads((tmp_path / "again" / "seqft_recipe.json").read_text())["recipe"]["multi_label_threshold"] == 0.4
+    assert (
+        json.loads((tmp_path / "again" / "seqft_eval_recipe.json").read_text())["recipe"]["multi_label_threshold"]
+        == 0.4
+    )
 
 
 def test_sentence_pairs_and_truncation(root, tmp_path, capsys):

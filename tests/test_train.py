@@ -109,6 +109,30 @@ def test_eval_only_uses_the_checkpoint_labels(fixture_dir, tmp_path):
     args = [recipe(fixture_dir, again, model_name_or_path=str(out), do_train=False, do_predict=False)]
     assert main(args) == 0
     assert json.loads((again / "eval_results.json").read_text())["eval_f1"] >= 0.0
+    # an evaluation into the trained run's own folder (run_ner style) keeps that run's record and card: it replaced
+    # them with its own, a card of "a fine-tuned version of <this folder>" (found by an audit)
+    recipe_before, card_before = (out / "seqft_recipe.json").read_text(), (out / "README.md").read_text()
+    assert main([recipe(fixture_dir, out, model_name_or_path=str(out), do_train=False, do_predict=False)]) == 0
+    assert (out / "seqft_recipe.json").read_text() == recipe_before and (out / "README.md").read_text() == card_before
+    evaluated = json.loads((out / "seqft_eval_recipe.json").read_text())["recipe"]
+    assert evaluated["do_train"] is False and evaluated["model_name_or_path"] == str(out)
+    assert not (again / "README.md").exists() and (again / "seqft_eval_recipe.json").is_file()
+
+
+def test_dataloader_drop_last_drops_no_evaluated_or_predicted_sentence(fixture_dir, tmp_path):
+    """The stock evaluation and test loaders dropped their last batch too: a traceback over missing windows, or
+    (classification) a wrong accuracy. It now applies to training batches only (found by an audit)."""
+    out = tmp_path / "run"
+    assert main([recipe(fixture_dir, out, do_predict=False)]) == 0
+    scored = {}
+    for drop in (False, True):
+        again = tmp_path / f"drop-{drop}"
+        evaluate = {"model_name_or_path": str(out), "do_train": False, "per_device_eval_batch_size": 2}
+        assert main([recipe(fixture_dir, again, dataloader_drop_last=drop, **evaluate)]) == 0
+        results = json.loads((again / "all_results.json").read_text())
+        scored[drop] = ({k: v for k, v in results.items() if "time" not in k and "per_second" not in k},
+                        (again / "test_predictions.txt").read_text())  # fmt: skip
+    assert scored[True] == scored[False]
 
 
 def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_path, capsys):
@@ -123,6 +147,11 @@ def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_pa
         main([recipe(fixture_dir, out, overwrite_output_dir=True, validation_file=str(fixture_dir / "dve.txt"))]) == 2
     )
     assert "Data file not found" in capsys.readouterr().err
+    assert (out / "checkpoint-2").is_dir() and (out / "test_results.json").is_file()
+    # nor one that the trainer refuses as it is built (it cleared first: found by an audit)
+    bad_adapter = {"peft_type": "LORA", "r": 4, "target_modules": ["qkv"]}
+    assert main([recipe(fixture_dir, out, overwrite_output_dir=True, peft_config=bad_adapter)]) == 2
+    assert "'qkv' matches no module" in capsys.readouterr().err
     assert (out / "checkpoint-2").is_dir() and (out / "test_results.json").is_file()
     assert main([recipe(fixture_dir, out, do_predict=False)]) == 2  # as run_ner.py refused it
     err = capsys.readouterr().err
@@ -487,6 +516,8 @@ def test_config_name_reaches_the_crf_encoder_and_settings_that_break_seqft_are_r
         ({"config_name": str(tmp_path / "nope")}, "'config_name' = "),
         ({"remove_unused_columns": False}, "'remove_unused_columns' must stay true"),
         ({"prediction_loss_only": True}, "'prediction_loss_only' drops the predictions"),
+        ({"batch_eval_metrics": True}, "'batch_eval_metrics' scores each evaluation batch on its own"),
+        ({"push_to_hub": True}, "'push_to_hub' uploads to the Hugging Face Hub, but HF_HUB_OFFLINE is set"),
     ]:
         assert main([recipe(fixture_dir, tmp_path / "bad", **overrides)]) == 2
         assert message in capsys.readouterr().err, overrides
