@@ -78,6 +78,7 @@ class BenchSettings:
     learning_rate: float = 1e-4
     warmup_steps: float = 0.1
     weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # the Trainer's gradient clipping; 0 turns it off
     num_train_epochs: float = 1.0
     max_seq_length: int = 512
     seed: int = 42
@@ -152,6 +153,7 @@ class BenchContext:
             learning_rate=s.learning_rate,
             warmup_steps=s.warmup_steps,
             weight_decay=s.weight_decay,
+            max_grad_norm=s.max_grad_norm,
             num_train_epochs=s.num_train_epochs,
             seed=s.seed,
             eval_strategy="no",
