@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,9 +130,14 @@ def _not_utf8(path: str) -> DataError:
     except UnicodeDecodeError as err:
         offset = err.start + len(data) - len(err.object)  # utf-8-sig reports offsets after a leading BOM
         line = data[:offset].count(b"\n") + 1
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark: say so, not Latin-1
+            return DataError(
+                f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark). Re-encode the file as UTF-8 "
+                "(iconv -f utf-16 -t utf-8 IN > OUT)."
+            )
         return DataError(
-            f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {offset}). Re-encode the file as UTF-8 "
-            "(e.g. from Latin-1: iconv -f latin1 -t utf-8 IN > OUT)."
+            f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {offset}). Re-encode the file as UTF-8 from "
+            "its encoding (iconv -f ENCODING -t utf-8 IN > OUT, e.g. latin1, cp1252, gbk, shift_jis)."
         )
     return DataError(f"{path}: not valid UTF-8. Re-encode the file as UTF-8.")
 
@@ -490,7 +496,11 @@ def _token_location(source: str, position: int) -> str:
 
 @_collector_paused()
 def prepare_labels(
-    raw: DatasetDict, target_scheme: str, known_labels: list[str] | None = None, labels_from: str = "the model"
+    raw: DatasetDict,
+    target_scheme: str,
+    known_labels: list[str] | None = None,
+    labels_from: str = "the model",
+    known_scheme: str | None = None,
 ) -> tuple[DatasetDict, list[str], str]:
     """Detect each file's scheme, validate every sentence, convert to the target scheme, fix the label list.
 
@@ -513,7 +523,10 @@ def prepare_labels(
     `known_labels` (from a fine-tuned checkpoint or a teacher, `labels_from` naming it in messages) fixes the label
     list, and with it BIOES against IOB1/IOB2: `auto` follows those labels, and a `target_scheme` of the other kind
     is an error (converting the data to IOB2 for a BIOES model would score its S-/E- predictions against B-/I- gold,
-    and teach a student the wrong scheme). Otherwise the list comes from train (all splits when there is no train).
+    and teach a student the wrong scheme). `known_scheme`, the scheme that model was trained in (its config's
+    `label_scheme`, which seqft saves), settles IOB1 against IOB2 the same way: their label names are the same, and
+    an IOB1 model scored against IOB2 gold lost half its accuracy without a word. Otherwise the list comes from
+    train (all splits when there is no train).
     A tag outside the label list is an error naming file and line.
     Returns the converted splits, the label list and the scheme in use.
     """
@@ -535,7 +548,7 @@ def prepare_labels(
     file_scheme = {reference: detect(reference)}
     scheme = file_scheme[reference] if target_scheme == "auto" else target_scheme
     if known_labels is not None:
-        scheme = _scheme_of_known_labels(known_labels, scheme, target_scheme, labels_from)
+        scheme = _scheme_of_known_labels(known_labels, scheme, target_scheme, labels_from, known_scheme)
 
     def check_malformed(file: str) -> None:
         """A 'plain' file beside a prefix scheme: name its first tag that is a prefix-style tag written wrongly."""
@@ -615,6 +628,16 @@ def prepare_labels(
         label_names = schemes.complete_label_list(schemes.label_list([t for seq in pool for t in seq], scheme), scheme)
     else:
         label_names = list(known_labels)
+    forms: dict[str, list[str]] = {}
+    for label in label_names:
+        forms.setdefault(unicodedata.normalize("NFC", label), []).append(label)
+    twins = [same for same in forms.values() if len(same) > 1]
+    if twins:  # e.g. B-PERSÖNLICH typed once precomposed and once with a combining diaeresis
+        logger.warning(
+            "labels that differ only in their Unicode form are kept apart, as two types: "
+            + "; ".join(" and ".join(ascii(label) for label in same) for same in twins)
+            + ". Normalise the tags of the data files to one form (NFC) to merge them."
+        )
     allowed = set(label_names)
     for name in raw:
         for seq, key, where in zip(tags[name], keys[name], sources[name]):
@@ -635,12 +658,23 @@ def prepare_labels(
     return converted, label_names, scheme
 
 
-def _scheme_of_known_labels(labels: Sequence[str], scheme: str, requested: str, labels_from: str) -> str:
-    """The scheme to convert the data to when a model's labels are fixed: `scheme` unless those labels are BIOES
-    and it is IOB1/IOB2, or the reverse; then theirs under `auto`, else a DataError (see `prepare_labels`)."""
+def _scheme_of_known_labels(
+    labels: Sequence[str], scheme: str, requested: str, labels_from: str, known_scheme: str | None = None
+) -> str:
+    """The scheme to convert the data to when a model's labels are fixed: the model's own `known_scheme` when it is
+    known, else `scheme` unless those labels are BIOES and it is IOB1/IOB2, or the reverse; then theirs under
+    `auto`, else a DataError (see `prepare_labels`)."""
     prefixes = {schemes.split_tag(label)[0] for label in labels} & set(schemes.PREFIXES)
     if not prefixes or scheme == "plain":  # plain labels or data: the plain/prefixed checks report a mismatch
         return scheme
+    if known_scheme in schemes.SCHEME_PREFIXES:
+        if requested in ("auto", known_scheme):
+            return known_scheme
+        raise DataError(
+            f"label_scheme is {requested}, but {labels_from} was trained in {known_scheme} (its config's "
+            f"label_scheme): set label_scheme to {known_scheme} (or auto), so that the data is converted to the "
+            f"scheme of its predictions."
+        )
     bioes = bool(prefixes & {"E", "S"})
     if bioes == (scheme == "BIOES"):
         return scheme

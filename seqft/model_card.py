@@ -138,6 +138,8 @@ def build_model_card(
     task_name = recipe.get("task_name") or "ner"
     if pipeline_task == "text-classification" and task_name == "ner":  # run_ner's default, not a classifier's task
         task_name = "text-classification"
+    elif scheme == "plain" and task_name == "ner":  # nor a POS tagger's (plain tags have no entities)
+        task_name = "token-tagging"
     if pipeline_task == "text-classification":
         scheme = "plain"  # class names, no tag scheme: accuracy and micro/macro F1 over classes
 
@@ -564,6 +566,8 @@ def usage_snippet(
     seqft's `load_adapter_model`: prompt learning runs through seqft's encoder hooks, and a student built from
     selected blocks (`own_base`) adapts its own `student_base/`, in the repository, not the encoder it came from."""
     var = "ner" if task_name == "ner" else "tagger"
+    # plain (POS-style) tags: the aggregating strategies merge neighbouring words of one tag (NNP NNP -> one group)
+    strategy = "none" if scheme == "plain" else "first"
     if not is_adapter:
         remote = ", trust_remote_code=True" if is_crf else ""
         lines = ["from transformers import pipeline", ""]
@@ -573,7 +577,7 @@ def usage_snippet(
                 "# `import seqft.modeling` instead and leave out trust_remote_code.",
             ]
         lines += [
-            f'{var} = pipeline("token-classification", model="{repo_id}", aggregation_strategy="first"{remote})',
+            f'{var} = pipeline("token-classification", model="{repo_id}", aggregation_strategy="{strategy}"{remote})',
             f"print({var}({json.dumps(EXAMPLE_TEXT)}))",
         ]
         return "\n".join(lines)
@@ -595,7 +599,7 @@ def usage_snippet(
                 "model = load_adapter_model(path)  # the base it adapts (adapter_config.json, or student_base/)"
                 " + adapter + head",
                 "tokenizer = AutoTokenizer.from_pretrained(path)",
-                f'{var} = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")',
+                f'{var} = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="{strategy}")',
                 f"print({var}({json.dumps(EXAMPLE_TEXT)}))",
             ]
         )
@@ -642,7 +646,7 @@ def usage_snippet(
     lines += [
         f'model = PeftModel.from_pretrained(base, "{repo_id}").merge_and_unload()',
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-        f'{var} = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")',
+        f'{var} = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="{strategy}")',
         f"print({var}({json.dumps(EXAMPLE_TEXT)}))",
     ]
     return "\n".join(lines)

@@ -11,9 +11,10 @@ Inputs (files, or stdin when none is given or for `-`), by suffix or, for `.txt`
 - raw text: one text per line, split into words on whitespace; entities carry character offsets into the line;
 - CoNLL columns (`.conll`, `.iob`, `.bio`, `eng.testb`, ... or `--input-format conll`; by content, a file with
   `-DOCSTART-`, or of at least 3 lines of one width whose last column is a tag (`O`, a prefix and a type in any
-  scheme, or one of the model's labels), or of one word per line in blank-line-separated sentences): words from
-  the first column, `-DOCSTART-` lines start documents, other columns (e.g. gold tags) and the `-DOCSTART-` lines
-  are kept in `--format conll` output; every word line has as many columns as the first;
+  scheme, or one of the model's labels); a file of one word per line needs `--input-format conll`, as it looks like
+  text in a script without spaces): words from the first column, `-DOCSTART-` lines start documents, other columns
+  (e.g. gold tags) and the `-DOCSTART-` lines are kept in `--format conll` output; every word line has as many
+  columns as the first;
 - JSON Lines: `{"tokens": [...]}` or `{"text": "..."}` per line; other keys are copied to the output, and an
   integer `doc_id` groups rows into documents (a row without one is its own, in training too). CSV files and JSON
   arrays are refused: write them as JSON Lines.
@@ -191,7 +192,7 @@ def parse_conll(lines: Sequence[str], name: str) -> list[Document]:
             if len(parts) != width[0]:
                 raise DataError(
                     f"{name}:{n}: expected {width[0]} columns (as on line {width[1]}), found {len(parts)}: "
-                    f"{line.strip()[:80]!r}. A word containing spaces, or a missing column?"
+                    f"{line[:80]!r}. A word containing spaces (an ideographic space too), or a missing column?"
                 )
             if not rows:
                 start = n
@@ -280,10 +281,14 @@ def sniff_format(path: str, lines: Sequence[str], labels: Iterable[str] = ()) ->
 
     if min(widths) >= 2 and all(tag_shaped(line.split()[-1]) for line in head):
         return "conll"  # word ... tag on every line of a file
-    lines_200 = [line.strip() for line in lines[:200]]
-    blocks = [block for block in "\n".join(lines_200).split("\n\n") if block.strip()]
+    blocks = [block for block in "\n".join(line.strip() for line in lines[:200]).split("\n\n") if block.strip()]
     if widths == {1} and len(blocks) >= 2 and len(head) >= 2 * len(blocks):
-        return "conll"  # one word per line, sentences separated by blank lines: a CoNLL file without tags
+        # one field per line in blank-line-separated blocks: a CoNLL file without tags, or paragraphs of text in a
+        # script without spaces (Chinese, Japanese, Thai); the documented default, text, with a pointer
+        logger.warning(
+            f"{path}: read as raw text, one text per line. If it holds one word per line, sentences separated by "
+            "blank lines, pass --input-format conll."
+        )
     return "text"
 
 
@@ -664,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INPUT_FORMATS,
         default="auto",
         help="auto: by suffix (.jsonl, .conll/.iob/.bio/...), else by content (JSON rows, -DOCSTART-, word-tag "
-        "columns, one word per line in blank-line-separated sentences), else raw text.",
+        "columns), else raw text. A file of one word per line (no tags) needs conll.",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="Windows per forward pass.")
     parser.add_argument("--max-seq-length", type=int, default=None, help="Window length (default: the recipe's).")

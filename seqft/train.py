@@ -95,6 +95,17 @@ def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
     return names
 
 
+def trained_scheme(model_or_path, load_kwargs: dict | None = None) -> str | None:
+    """The label scheme a fine-tuned model (or its folder) was trained in: its config's `label_scheme`, which seqft
+    saves with every model; None for a model trained elsewhere, whose config does not say."""
+    if isinstance(model_or_path, str):
+        config = AutoConfig.from_pretrained(model_or_path, **(load_kwargs or {}))
+    else:
+        base = model_or_path.get_base_model() if hasattr(model_or_path, "get_base_model") else model_or_path
+        config = base.config
+    return getattr(config, "label_scheme", None)
+
+
 def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_kwargs: dict):
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in id2label.items()}
@@ -203,7 +214,9 @@ def check_best_metric(metric: str, names: list[str]) -> None:
         )
 
 
-def prepare_labels(raw, data_args, seq_cls: bool, fixed_labels, checkpoint_labels, labels_from: str):
+def prepare_labels(
+    raw, data_args, seq_cls: bool, fixed_labels, checkpoint_labels, labels_from: str, fixed_scheme: str | None = None
+):
     """The splits with their labels converted, the label list and the scheme (`seqft.data` / `seqft.seqcls`).
 
     `fixed_labels` (a teacher's, or an evaluated model's) fix the list. `checkpoint_labels`, those of a fine-tuned
@@ -214,7 +227,8 @@ def prepare_labels(raw, data_args, seq_cls: bool, fixed_labels, checkpoint_label
     def prepare(labels):
         if seq_cls:  # `scheme` holds the problem type: single_label_classification or multi_label_classification
             return seqcls.prepare_labels(raw, data_args, labels)
-        return seqdata.prepare_labels(raw, data_args.label_scheme, labels, labels_from)
+        scheme = fixed_scheme if labels is fixed_labels else None  # the scheme of fixed labels' model
+        return seqdata.prepare_labels(raw, data_args.label_scheme, labels, labels_from, scheme)
 
     prepared, label_names, scheme = prepare(fixed_labels)
     if checkpoint_labels is None or label_names == checkpoint_labels:
@@ -323,6 +337,7 @@ def run(argv=None) -> dict:
     )
     checkpoint_labels = known_labels(model_path, load_kwargs)  # a fine-tuned model's; None for a base encoder
     fixed_labels = None if training_args.do_train else checkpoint_labels
+    fixed_scheme = trained_scheme(model_path, load_kwargs) if fixed_labels is not None else None
     if not training_args.do_train and fixed_labels is None:
         raise RecipeError(
             f"'do_train' is false, but 'model_name_or_path' = {model_args.model_name_or_path!r} has no label names "
@@ -333,7 +348,7 @@ def run(argv=None) -> dict:
     teacher = None  # distillation: the student learns the teacher's label list, in its order
     if training_args.teacher_model_name_or_path and training_args.do_train:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
-        fixed_labels = distill.label_names(teacher)
+        fixed_labels, fixed_scheme = distill.label_names(teacher), trained_scheme(teacher)
         if seq_cls and data_args.label_names_file:  # the teacher is read by label name: the names file's order holds
             names = seqcls.read_label_names(data_args.label_names_file)
             fixed_labels = names if set(names) == set(fixed_labels) else fixed_labels
@@ -346,7 +361,9 @@ def run(argv=None) -> dict:
     )
     # a fine-tuned model trained on keeps its label order; a teacher's or an evaluated model's labels are fixed
     keep_order = checkpoint_labels if fixed_labels is None else None
-    prepared, label_names, scheme = prepare_labels(raw, data_args, seq_cls, fixed_labels, keep_order, labels_from)
+    prepared, label_names, scheme = prepare_labels(
+        raw, data_args, seq_cls, fixed_labels, keep_order, labels_from, fixed_scheme
+    )
     raw = seqdata.limit_samples(prepared, data_args)
     label2id = {name: i for i, name in enumerate(label_names)}
     logger.info(f"{len(label_names)} labels ({scheme}): {', '.join(label_names)}")

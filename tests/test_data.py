@@ -190,6 +190,18 @@ def test_rows_that_lost_or_gained_something_are_refused_and_only_newlines_end_js
     assert raw["train"]["tokens"] == [["John"], ["Mary"]] and len(set(raw["train"]["doc_id"])) == 2
 
 
+def test_tags_that_differ_only_in_their_unicode_form_are_named(tmp_path, caplog):
+    """B-PERSÖNLICH precomposed and with a combining diaeresis became two look-alike types without a word (found
+    by an audit); they stay two labels (the data says so), now with a warning that names both."""
+    nfc, nfd = "B-PERS\u00d6NLICH", "B-PERSO\u0308NLICH"
+    path = write_conll(tmp_path / "t.txt", [(["Angela"], [nfc]), (["Olaf"], [nfd])])
+    caplog.set_level(logging.WARNING, logger="seqft")
+    _, labels, _ = seqdata.prepare_labels(seqdata.load_raw_splits(data_args(train_file=str(path)), seed=0), "IOB2")
+    assert nfc in labels and nfd in labels
+    assert "labels that differ only in their Unicode form are kept apart" in caplog.text
+    assert ascii(nfc) in caplog.text and ascii(nfd) in caplog.text
+
+
 def test_the_first_sentence_with_a_bad_tag_is_named_when_its_tags_repeat(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("John B-PER\nlives O\n\nMary B-PER\nsays O\n\nBob B-PER\nSmith B_PER\n\nAl B-PER\nSmith B_PER\n")
@@ -414,8 +426,10 @@ def test_a_byte_order_mark_is_not_data(tmp_path, name, text):
         ("t.txt", b"\xef\xbb\xbfJos\xe9 B-PER\n", "t.txt:1: not valid UTF-8 (invalid continuation byte at byte 6)"),
         ("t.jsonl", b'{"tokens": ["Jos\xe9"], "ner_tags": ["O"]}\n', "t.jsonl:1: not valid UTF-8"),
         ("t.csv", b"tokens,ner_tags\nJos\xe9,O\n", "t.csv:2: not valid UTF-8"),
+        # UTF-16 was advised the Latin-1 recipe, which trains on mojibake (found by an audit)
+        ("t.txt", "John B-PER\n".encode("utf-16"), "t.txt: UTF-16 text (it starts with a UTF-16 byte-order mark)"),
     ],
-    ids=["conll", "conll-bom", "jsonl", "csv"],
+    ids=["conll", "conll-bom", "jsonl", "csv", "utf-16"],
 )
 def test_a_file_that_is_not_utf8_names_line_and_byte(tmp_path, name, data, message):
     path = tmp_path / name

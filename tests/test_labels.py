@@ -269,8 +269,11 @@ EXPECTED_IOB2 = "IOB2 tags are 'O' or B-/I- followed by an entity type"
         (["B-"], "IOB2", "token 1: tag 'B-' has no entity type after the prefix"),
         (["O", "O", "PER"], "IOB2", f"token 3: tag 'PER' has no B-/I- prefix; {EXPECTED_IOB2}"),
         (["o"], "BIOES", "token 1: tag 'o' is malformed (did you mean 'O'?); BIOES tags are 'O' or B-/I-/E-/S-"),
-        (["B-PER "], "IOB2", "token 1: tag 'B-PER ' is empty or has surrounding whitespace"),
-        (["NN", ""], "plain", "token 2: tag '' is empty or has surrounding whitespace"),
+        (["B-PER "], "IOB2", "token 1: tag 'B-PER ' is empty or holds whitespace"),
+        (["NN", ""], "plain", "token 2: tag '' is empty or holds whitespace"),
+        # inside a tag too: it split test_predictions.txt's lines into 5 fields (found by an audit)
+        (["O", "B-Person Name"], "IOB2", "token 2: tag 'B-Person Name' is empty or holds whitespace"),
+        (["B-人\u3000名"], "IOB2", r"token 1: tag 'B-人\u3000名' is empty or holds whitespace"),
         (["O", None], "IOB2", "token 2: tag None is a NoneType, expected a string"),
     ],
 )

@@ -376,6 +376,9 @@ def test_plain_tag_card(workdir, tmp_path):
     assert "It reaches accuracy 0.5000 (macro F1 0.4000) on the test split." in card.text
     # no hub_model_id: the snippet loads the run's folder (it named "pos", neither the folder nor a Hub id)
     assert f'pipeline("token-classification", model="{out}"' in card.text
+    # not NER (run_ner's default task_name, which the recipe did not change): tags and names say tagging
+    assert "token-tagging" in card.data.tags and "ner" not in card.data.tags and "name: NER" not in card.content
+    assert 'aggregation_strategy="none"' in card.text  # the aggregating ones merge neighbouring words of one tag
 
 
 def test_hub_token_in_a_recipe_is_rejected(workdir, tmp_path):
@@ -625,3 +628,14 @@ def test_create_model_card_arguments(pushed, tmp_path):
     )
     # no evaluation in this trainer's log: no training curves; stale plots from the earlier card are removed
     assert not (out / "training_curves.png").exists() and "training_curves.png" not in card.text
+
+
+def test_a_pos_tagger_card_is_not_ner_and_its_snippet_does_not_merge_words():
+    """Found by an audit: a POS model's card said NER (run_ner's default task_name), and its pipeline snippet's
+    aggregation merged neighbouring words of one tag ('john smith' -> one NNP)."""
+    from seqft.model_card import usage_snippet
+
+    pos = usage_snippet("me/pos", "token-tagging", {0: "NN", 1: "NNP"}, "plain", None, None, False, False, None)
+    assert 'aggregation_strategy="none"' in pos and "tagger = pipeline" in pos
+    ner = usage_snippet("me/ner", "ner", {0: "O", 1: "B-PER"}, "IOB2", None, None, False, False, None)
+    assert 'aggregation_strategy="first"' in ner

@@ -423,13 +423,19 @@ def test_inputs_are_read_as_what_they_are(tmp_path):
 
 def test_column_files_in_other_schemes_and_word_per_line_files_are_conll(tmp_path):
     """Found by an audit: a held-out file tagged in another scheme (S-PER, for an IOB2 model) or with an unseen
-    type, and a file of one word per line, were read as raw text: every line its own text, tags read as words."""
+    type was read as raw text: every line its own text, tags read as words."""
     from seqft.predict import parse_input, read_lines, sniff_format
 
     iob2 = {"O", "B-PER", "I-PER"}
     assert sniff_format("held.txt", ["Mary S-PER", "visited O", "Paris U-LOC", "", "John B-NEW"], iob2) == "conll"
-    assert sniff_format("words.txt", ["Mary", "visited", "Paris", "", "John", "said"], iob2) == "conll"
-    assert sniff_format("queries.txt", ["Mary", "Paris", "John"], iob2) == "text"  # no sentences: one text a line
+    # one field per line: words of CoNLL sentences, or paragraphs of Chinese text (found by a second audit: read as
+    # CoNLL, each line a word): text, the documented default, with a pointer to --input-format conll
+    assert sniff_format("words.txt", ["Mary", "visited", "Paris", "", "John", "said"], iob2) == "text"
+    assert (
+        sniff_format("zh.txt", ["张三在北京工作。", "李四去了上海。", "", "王五住在广州。", "东京是首都。"], iob2)
+        == "text"
+    )
+    assert sniff_format("queries.txt", ["Mary", "Paris", "John"], iob2) == "text"
     assert sniff_format("text.txt", ["John lives in London .", "Mary said so", "ok then O"], iob2) == "text"
     # a CR-only file (old Macs) had one line; a byte-order mark inside (files concatenated) made -DOCSTART- a word
     path = tmp_path / "cr.txt"

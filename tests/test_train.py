@@ -119,6 +119,24 @@ def test_eval_only_uses_the_checkpoint_labels(fixture_dir, tmp_path):
     assert not (again / "README.md").exists() and (again / "seqft_eval_recipe.json").is_file()
 
 
+def test_an_evaluated_model_is_read_in_the_scheme_it_was_trained_in(fixture_dir, tmp_path, capsys):
+    """IOB1 and IOB2 share their label names, so an IOB1 model evaluated on data converted to IOB2 (the default) was
+    scored against the other scheme's gold without a word; `auto` followed the data, not the model (found by an
+    audit). The model's saved label_scheme now decides: `auto` follows it, another scheme is refused."""
+    out = tmp_path / "iob1"
+    assert main([recipe(fixture_dir, out, label_scheme="IOB1", do_predict=False)]) == 0
+    trained = json.loads((out / "eval_results.json").read_text())
+    evaluate = {"model_name_or_path": str(out), "do_train": False, "do_predict": False}
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, tmp_path / "as-iob2", **evaluate)]) == 2
+    err = capsys.readouterr().err
+    assert "label_scheme is IOB2, but model_name_or_path" in err
+    assert "was trained in IOB1 (its config's label_scheme): set label_scheme to IOB1 (or auto)" in err
+    assert main([recipe(fixture_dir, tmp_path / "auto", label_scheme="auto", **evaluate)]) == 0
+    again = json.loads((tmp_path / "auto" / "eval_results.json").read_text())
+    assert again["eval_f1"] == trained["eval_f1"] and again["eval_accuracy"] == trained["eval_accuracy"]
+
+
 def test_dataloader_drop_last_drops_no_evaluated_or_predicted_sentence(fixture_dir, tmp_path):
     """The stock evaluation and test loaders dropped their last batch too: a traceback over missing windows, or
     (classification) a wrong accuracy. It now applies to training batches only (found by an audit)."""
