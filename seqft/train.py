@@ -151,6 +151,30 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
     return model
 
 
+def carry_over_rows(model, checkpoint_labels: list[str], label_names: list[str]) -> int:
+    """A fine-tuned softmax classifier trained on from data with another label set of the same size: its rows
+    loaded in the checkpoint's order, so they served other labels (old `B-LOC` as new `O`). Keep the rows of the
+    labels both lists have, matched by name, and start the others fresh. Returns the number of rows kept."""
+    import torch
+    from torch import nn
+
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Linear) or head.out_features != len(checkpoint_labels):
+        return 0
+    old = {name: i for i, name in enumerate(checkpoint_labels)}
+    weight, bias = head.weight.detach().clone(), None if head.bias is None else head.bias.detach().clone()
+    with torch.no_grad():
+        nn.init.normal_(head.weight, std=getattr(model.config, "initializer_range", 0.02))
+        if head.bias is not None:
+            head.bias.zero_()
+        for i, name in enumerate(label_names):
+            if name in old:
+                head.weight[i] = weight[old[name]]
+                if bias is not None:
+                    head.bias[i] = bias[old[name]]
+    return sum(name in old for name in label_names)
+
+
 def resolve_max_length(requested: int | None, tokenizer, config, virtual_tokens: int = 0) -> int:
     """max_seq_length, or the longest input the tokenizer and the model's position embeddings allow (<= 512), less
     the `virtual_tokens` a prompt-learning adapter puts before every input."""
@@ -243,8 +267,9 @@ def prepare_labels(
         return prepare(checkpoint_labels)
     logger.warning(
         f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
-        f"({', '.join(label_names)}): its classifier does not carry over (set ignore_mismatched_sizes when their "
-        "number differs, or start from the base encoder)."
+        f"({', '.join(label_names)}): its classifier rows carry over for the labels both have, matched by name, "
+        "and the others start fresh (when their number differs, set ignore_mismatched_sizes for a new classifier, "
+        "or start from the base encoder)."
     )
     return prepared, label_names, scheme
 
@@ -338,6 +363,14 @@ def run(argv=None) -> dict:
     checkpoint_labels = known_labels(model_path, load_kwargs)  # a fine-tuned model's; None for a base encoder
     fixed_labels = None if training_args.do_train else checkpoint_labels
     fixed_scheme = trained_scheme(model_path, load_kwargs) if fixed_labels is not None else None
+    if not training_args.do_train and model_args.use_crf and not seq_cls:
+        model_type = getattr(AutoConfig.from_pretrained(model_path, **load_kwargs), "model_type", None)
+        if model_type != "seqft_crf":  # from_encoder would put a new classifier and CRF on its encoder
+            raise RecipeError(
+                f"'use_crf' is set and 'do_train' is false, but {model_args.model_name_or_path!r} has no CRF (a "
+                f"{model_type} model): its head would be new and score at random. Remove 'use_crf' to evaluate it "
+                "as it is, or set 'do_train': true to train a CRF on it."
+            )
     if not training_args.do_train and fixed_labels is None:
         raise RecipeError(
             f"'do_train' is false, but 'model_name_or_path' = {model_args.model_name_or_path!r} has no label names "
@@ -398,6 +431,8 @@ def run(argv=None) -> dict:
         model = seqcls.load_model(model_args, label_names, scheme, load_kwargs, data_args.multi_label_threshold)
     else:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
+        if keep_order is not None and set(keep_order) != set(label_names) and not model_args.use_crf:
+            carry_over_rows(model, keep_order, label_names)  # same number of rows: loaded in the old order
     if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
         model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
     virtual_tokens = adapters.virtual_tokens(model_args.peft_config)
@@ -464,7 +499,9 @@ def run(argv=None) -> dict:
     staged_base = None  # the adapter's base, for a student of selected blocks: saved before wrapping, staged
     if student_from_teacher and model_args.peft_config:
         staged_base = os.path.join(training_args.output_dir, "tmp-" + adapters.STUDENT_BASE_DIR)
-        adapters.save_student_base(model, training_args.output_dir, training_args.should_save, folder=staged_base)
+        adapters.save_student_base(
+            model, training_args.output_dir, training_args.should_save, folder=os.path.basename(staged_base)
+        )
     try:
         trainer = SeqFTTrainer(
             model=model,

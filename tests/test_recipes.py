@@ -149,10 +149,11 @@ def test_student_init_needs_student_layers(tmp_path):
 
 @pytest.mark.parametrize(("teacher", "student_init"), [("teacher", "model"), ("teacher_crf", "teacher")])
 def test_an_adapted_student_of_selected_blocks_reloads_as_it_was_trained(
-    fixtures, tmp_path, capsys, teacher, student_init
+    fixtures, tmp_path, capsys, monkeypatch, teacher, student_init
 ):
     """The adapter's base is the student's own blocks (output_dir/student_base), not the folder they were copied from:
-    the adapter folder reloads to the merged model's outputs and predicts as training did."""
+    the adapter folder reloads to the merged model's outputs and predicts as training did. output_dir is relative,
+    as in the shipped recipes (the staged base was once written under output_dir twice)."""
     from transformers import AutoModelForTokenClassification
 
     from seqft.adapters import load_adapter_model
@@ -169,7 +170,7 @@ def test_an_adapted_student_of_selected_blocks_reloads_as_it_was_trained(
         "merge_adapter": True,
         "train_file": str(fixtures / "train.txt"),
         "test_file": str(fixtures / "test.txt"),
-        "output_dir": str(out),
+        "output_dir": "out",
         "do_train": True,
         "do_predict": True,
         "max_steps": 2,
@@ -181,7 +182,9 @@ def test_an_adapted_student_of_selected_blocks_reloads_as_it_was_trained(
         "disable_tqdm": True,
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
+    monkeypatch.chdir(tmp_path)
     assert main([str(tmp_path / "r.json")]) == 0
+    assert not (out / "out").exists() and not list(out.glob("tmp-*"))
     base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert base == str(out / "student_base")
     batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}

@@ -132,6 +132,8 @@ def test_an_evaluated_model_is_read_in_the_scheme_it_was_trained_in(fixture_dir,
     err = capsys.readouterr().err
     assert "label_scheme is IOB2, but model_name_or_path" in err
     assert "was trained in IOB1 (its config's label_scheme): set label_scheme to IOB1 (or auto)" in err
+    assert main([recipe(fixture_dir, tmp_path / "crf", use_crf=True, label_scheme="auto", **evaluate)]) == 2
+    assert "'use_crf' is set and 'do_train' is false, but" in capsys.readouterr().err  # it scored a random CRF
     assert main([recipe(fixture_dir, tmp_path / "auto", label_scheme="auto", **evaluate)]) == 0
     again = json.loads((tmp_path / "auto" / "eval_results.json").read_text())
     assert again["eval_f1"] == trained["eval_f1"] and again["eval_accuracy"] == trained["eval_accuracy"]
@@ -611,3 +613,21 @@ def test_a_saved_recipe_reruns_from_another_directory_and_names_changed_files(fi
     finally:
         logging.getLogger("seqft").removeHandler(handler)
     assert any("'train_file' (train.txt) changed since the run that wrote this recipe" in m for m in messages)
+
+
+def test_a_classifier_trained_on_with_another_label_set_keeps_the_rows_of_shared_labels():
+    """Same number of labels, another set (MISC renamed NUM): the rows loaded in the checkpoint's order, so old
+    B-LOC served as new O, under a warning that said the classifier did not carry over (found by an audit)."""
+    import torch
+    from helpers import tiny_bert_config
+
+    from seqft.train import carry_over_rows
+
+    old = ["B-LOC", "B-MISC", "O"]
+    model = BertForTokenClassification(tiny_bert_config(num_labels=3))
+    before = model.classifier.weight.detach().clone()
+    new = ["O", "B-LOC", "B-NUM"]
+    assert carry_over_rows(model, old, new) == 2
+    torch.testing.assert_close(model.classifier.weight[0], before[2])  # O's own row, not B-LOC's
+    torch.testing.assert_close(model.classifier.weight[1], before[0])
+    assert not torch.equal(model.classifier.weight[2], before[1]) and float(model.classifier.bias[2]) == 0.0
