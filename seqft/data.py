@@ -593,6 +593,7 @@ def prepare_labels(
 
     done = {found: {} for found in file_scheme.values()}  # per source scheme, each distinct tag sequence, converted
     valid = {found: set() for found in file_scheme.values()}  # per source scheme, tags seen in valid sequences
+    rewritten: dict[tuple, int] = {}  # a sequence already in the target scheme -> its first rewritten tag
     repaired: dict[str, list] = {}  # file in the target scheme -> [sentences rewritten, where the first was]
 
     def convert(name: str) -> list[list[str]]:
@@ -609,9 +610,10 @@ def prepare_labels(
                         )
                     seen.update(key)
                 cache[key] = schemes.convert(key, source_scheme, scheme)
-            if source_scheme == scheme and cache[key] != list(key):
-                first = next(i for i, (a, b) in enumerate(zip(key, cache[key])) if a != b)
-                count = repaired.setdefault(origin[name], [0, _token_location(where, first)])
+                if source_scheme == scheme and cache[key] != list(key):
+                    rewritten[key] = next(i for i, (a, b) in enumerate(zip(key, cache[key])) if a != b)
+            if source_scheme == scheme and key in rewritten:
+                count = repaired.setdefault(origin[name], [0, _token_location(where, rewritten[key])])
                 count[0] += 1
             converted.append(cache[key])
         return converted

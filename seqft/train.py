@@ -78,8 +78,9 @@ def write_resolved_recipe(model_args, data_args, training_args, record: dict | N
     return path
 
 
-def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
-    """The label list of an already fine-tuned checkpoint (None for a bare encoder)."""
+def checkpoint_config(model_path: str, load_kwargs: dict):
+    """The config of `model_name_or_path`, read once for `known_labels` and `trained_scheme`; an adapter-only folder
+    is an error (its config is the adapter's, not a model's)."""
     if os.path.isfile(os.path.join(model_path, "adapter_config.json")) and not os.path.isfile(
         os.path.join(model_path, "config.json")
     ):
@@ -87,7 +88,11 @@ def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
             f"'model_name_or_path' = {model_path!r} holds a PEFT adapter without its base model: point it at the "
             "run's merged/ folder (merge_adapter), or predict with `python -m seqft.predict`, which loads adapters."
         )
-    config = AutoConfig.from_pretrained(model_path, **load_kwargs)
+    return AutoConfig.from_pretrained(model_path, **load_kwargs)
+
+
+def known_labels(config) -> list[str] | None:
+    """The label list of an already fine-tuned checkpoint's config (None for a bare encoder)."""
     id2label = getattr(config, "id2label", None) or {}
     names = [id2label[i] for i in sorted(id2label)]
     if not names or placeholder_names(names):
@@ -95,14 +100,9 @@ def known_labels(model_path: str, load_kwargs: dict) -> list[str] | None:
     return names
 
 
-def trained_scheme(model_or_path, load_kwargs: dict | None = None) -> str | None:
-    """The label scheme a fine-tuned model (or its folder) was trained in: its config's `label_scheme`, which seqft
-    saves with every model; None for a model trained elsewhere, whose config does not say."""
-    if isinstance(model_or_path, str):
-        config = AutoConfig.from_pretrained(model_or_path, **(load_kwargs or {}))
-    else:
-        base = model_or_path.get_base_model() if hasattr(model_or_path, "get_base_model") else model_or_path
-        config = base.config
+def trained_scheme(config) -> str | None:
+    """The label scheme a fine-tuned model was trained in: its config's `label_scheme`, which seqft saves with every
+    model; None for a model trained elsewhere, whose config does not say."""
     return getattr(config, "label_scheme", None)
 
 
@@ -360,11 +360,12 @@ def run(argv=None) -> dict:
     raw = (seqcls.load_raw_splits if seq_cls else seqdata.load_raw_splits)(
         data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token, limit=False
     )
-    checkpoint_labels = known_labels(model_path, load_kwargs)  # a fine-tuned model's; None for a base encoder
+    config = checkpoint_config(model_path, load_kwargs)
+    checkpoint_labels = known_labels(config)  # a fine-tuned model's; None for a base encoder
     fixed_labels = None if training_args.do_train else checkpoint_labels
-    fixed_scheme = trained_scheme(model_path, load_kwargs) if fixed_labels is not None else None
+    fixed_scheme = trained_scheme(config) if fixed_labels is not None else None
     if not training_args.do_train and model_args.use_crf and not seq_cls:
-        model_type = getattr(AutoConfig.from_pretrained(model_path, **load_kwargs), "model_type", None)
+        model_type = getattr(config, "model_type", None)
         if model_type != "seqft_crf":  # from_encoder would put a new classifier and CRF on its encoder
             raise RecipeError(
                 f"'use_crf' is set and 'do_train' is false, but {model_args.model_name_or_path!r} has no CRF (a "
@@ -381,7 +382,8 @@ def run(argv=None) -> dict:
     teacher = None  # distillation: the student learns the teacher's label list, in its order
     if training_args.teacher_model_name_or_path and training_args.do_train:
         teacher = distill.load_teacher(training_args.teacher_model_name_or_path, **load_kwargs)
-        fixed_labels, fixed_scheme = distill.label_names(teacher), trained_scheme(teacher)
+        base = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
+        fixed_labels, fixed_scheme = distill.label_names(teacher), trained_scheme(base.config)
         if seq_cls and data_args.label_names_file:  # the teacher is read by label name: the names file's order holds
             names = seqcls.read_label_names(data_args.label_names_file)
             fixed_labels = names if set(names) == set(fixed_labels) else fixed_labels

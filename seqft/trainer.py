@@ -85,8 +85,8 @@ class SeqFTTrainer(Trainer):
     works too: each model it returns is wrapped with `peft_config`.
 
     The training loss: the model's own when its class sets `accepts_loss_kwargs = True` (seqft's CRF), else
-    `token_loss` over `labels` (cross-entropy; for a sequence classifier as its config's `problem_type` says), divided by the step's
-    labelled count so that it does not depend on gradient accumulation or the number of ranks.
+    `token_loss` over `labels` (cross-entropy; for a sequence classifier as its config's `problem_type` says),
+    divided by the step's labelled count so that it does not depend on gradient accumulation or the number of ranks.
     """
 
     _tag_names = ["seqft"]
