@@ -293,6 +293,12 @@ def complete_label_list(labels: Iterable[str], scheme: str) -> list[str]:
     return [OUTSIDE] + [f"{prefix}-{type_}" for type_ in entity_types(unique) for prefix in SCHEME_PREFIXES[scheme]]
 
 
+def missing_tag(scheme: str) -> str | None:
+    """The prediction of a word no window holds (``truncate_long_sentences``): ``O`` for prefix schemes, where it
+    means "no entity", and None for plain tags, where no tag is neutral (a guessed tag would be a phantom class)."""
+    return None if scheme == "plain" else OUTSIDE
+
+
 def b_to_i(label: str) -> str:
     """The label of a word's non-first subwords when every subword is labelled (``label_all_tokens``).
 

@@ -98,7 +98,7 @@ def _tag_counts(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
     n_true, n_pred, hits = Counter(), Counter(), Counter()
     for gold, guess in zip(true, pred):
         n_true.update(gold)
-        n_pred.update(guess)
+        n_pred.update(tag for tag in guess if tag is not None)  # None: no prediction (a truncated word)
         hits.update(a for a, b in zip(gold, guess) if a == b)
     return {tag: (hits[tag], n_pred[tag], n_true[tag]) for tag in n_true.keys() | n_pred.keys()}
 
@@ -116,7 +116,8 @@ def sequence_metrics(
     plus run_ner.py's ``overall_precision``/``_recall``/``_f1``/``_accuracy`` (the same values as the plain keys).
 
     ``plain`` (POS-style) tags: only ``accuracy``, ``micro_f1`` and ``macro_f1`` over tags (the tags seen in gold or
-    predictions; micro F1 equals accuracy); `entity_level` is ignored.
+    predictions; micro F1 equals accuracy); `entity_level` is ignored. A predicted None (a word truncation left
+    without a prediction) counts against accuracy and recall and is no class.
     """
     _check_inputs(true, pred, scheme)
     n_tokens = sum(len(gold) for gold in true)

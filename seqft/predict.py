@@ -20,7 +20,9 @@ Inputs (files, or stdin when none is given or for `-`), by suffix or, for `.txt`
   arrays are refused: write them as JSON Lines.
 
 Windowing follows the model directory's `seqft_recipe.json` (`max_seq_length`, `stride`, `truncate_long_sentences`,
-`doc_context`), so long texts are cut and merged as in training (seqft.windows) and no word is left without a tag.
+`doc_context`), so long texts are cut and merged as in training (seqft.windows) and no word is left without a tag
+(except with `truncate_long_sentences`, where words past `max_seq_length` get O, or null for plain tags, and no
+score).
 Document context uses neighbouring sentences of the same document (CoNLL `-DOCSTART-`, JSONL `doc_id`); each raw
 text line is its own document. Works with softmax and CRF heads, adapter-only checkpoints (`adapter_config.json`,
 loaded with seqft.adapters) and merged ones.
@@ -425,7 +427,7 @@ class Prediction:
     """The labelled words of one document, and its entities."""
 
     document: Document
-    tags: list[str]
+    tags: list[str | None]  # None: a word truncation left without a window, for plain tags (O in prefix schemes)
     scores: list[float | None]  # probability of each word's tag (None: a word truncation left without a window)
     entities: list[dict]
 
@@ -442,7 +444,8 @@ class Prediction:
         (tagged O, each followed by a blank line, as CoNLL-2003 files have them)."""
         headers = "".join(" ".join([*row, "O"]) + "\n\n" for row in self.document.headers)
         rows = self.document.columns or [[w] for w in self.document.words]
-        return headers + "".join(" ".join([*row, tag]) + "\n" for row, tag in zip(rows, self.tags))
+        tags = ["_" if tag is None else tag for tag in self.tags]
+        return headers + "".join(" ".join([*row, tag]) + "\n" for row, tag in zip(rows, tags))
 
 
 class Predictor:
@@ -583,7 +586,9 @@ class Predictor:
         if cut:
             logger.warning(
                 f"{sum(n for _, n in cut)} words of {len(cut)} texts lie beyond max_seq_length ({self.max_length} "
-                f"tokens) and truncate_long_sentences is on: they are tagged O, with no score (first: {cut[0][0]}). "
+                f"tokens) and truncate_long_sentences is on: they are tagged "
+                f"{'O' if schemes.missing_tag(self.scheme) else 'null (no prediction)'}, with no score (first: "
+                f"{cut[0][0]}). "
                 "Give a stride (--stride N) to label them in overlapping windows."
             )
         return results
@@ -615,7 +620,7 @@ class Predictor:
 
     def _finish(self, document: Document, rows: np.ndarray, covered: np.ndarray) -> Prediction:
         n = len(document.words)
-        tags, scores = ["O"] * n, [None] * n
+        tags, scores = [schemes.missing_tag(self.scheme)] * n, [None] * n
         if covered.any():
             logits = rows[covered].astype(np.float32)
             # the pipeline's softmax, in float32, so that scores match it
@@ -630,7 +635,7 @@ class Predictor:
         """Entity spans of the tags (read the conlleval way, any prefix scheme; every non-O word for plain tags)."""
         text, offsets = document.char_offsets()
         if self.scheme == "plain":
-            spans = [(tag, w, w + 1) for w, tag in enumerate(tags) if tag != "O"]
+            spans = [(tag, w, w + 1) for w, tag in enumerate(tags) if tag not in ("O", None)]
         else:
             spans = schemes.tag_spans(tags)
         entities = []

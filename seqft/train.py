@@ -26,7 +26,7 @@ from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
 from .errors import Interrupted, RecipeError, SeqFTError, run_cli
-from .labels import placeholder_names
+from .labels import missing_tag, placeholder_names
 from .metrics import build_compute_metrics, metric_names
 from .parser import parse_recipe, resolved_recipe
 from .trainer import SeqFTTrainer
@@ -129,8 +129,7 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
     else:
         config = AutoConfig.from_pretrained(
             seqdata.resolve_path(model_args.config_name) or path,
-            num_labels=len(label_names),
-            id2label=id2label,
+            id2label=id2label,  # sets num_labels (passing both warns against the checkpoint's own label count)
             label2id=label2id,
             **load_kwargs,
         )
@@ -190,11 +189,17 @@ def resolve_max_length(requested: int | None, tokenizer, config, virtual_tokens:
     return min(tokenizer.model_max_length, 512, positions)
 
 
-def word_predictions(split, predictions, id2label: dict, constraints=None) -> tuple[list[list[str]], int]:
+def word_predictions(
+    split, predictions, id2label: dict, scheme: str, constraints=None
+) -> tuple[list[list[str | None]], int]:
     """Word tags of every sentence of a windowed split, in the input's order, and the number of words no window
-    held (only with truncate_long_sentences; they are tagged O). Each word comes from the window where it has the
-    most context; with a CRF the merged sentence is decoded valid in its scheme (seqft.windows)."""
-    predicted, _, missing = seqwin.word_predictions(seqwin.WindowedSplit(split), predictions, id2label, constraints)
+    held (only with truncate_long_sentences; they are tagged O, or None for plain tags). Each word comes from the
+    window where it has the most context; with a CRF the merged sentence is decoded valid in its scheme
+    (seqft.windows)."""
+    fill = missing_tag(scheme)
+    predicted, _, missing = seqwin.word_predictions(
+        seqwin.WindowedSplit(split), predictions, id2label, constraints, fill=fill
+    )
     return predicted, missing
 
 
@@ -202,14 +207,15 @@ def write_predictions(path: str, examples, predicted: list[list[str]]) -> None:
     """CoNLL-style `word gold predicted` for every word of `examples` (the untokenised split), in its order.
 
     A word holding whitespace (JSON or Hub data may have `"New York"` as one word) is written with `_` in its place,
-    so that each word stays one line of three fields."""
+    so that each word stays one line of three fields. A word with no prediction (None: plain tags cut by
+    truncate_long_sentences) is written `_`."""
     joined = 0
     with open(path, "w", encoding="utf-8") as fh:
         for words, gold, pred in zip(examples["tokens"], examples["tags"], predicted):
             for w, g, p in zip(words, gold, pred):
                 if any(c.isspace() for c in w):
                     w, joined = "_".join(w.split()), joined + 1
-                fh.write(f"{w} {g} {p}\n")
+                fh.write(f"{w} {g} {'_' if p is None else p}\n")
             fh.write("\n")
     if joined:
         logger.warning(f"{path}: {joined} word(s) held whitespace; written with '_' in its place, one word per line.")
@@ -372,6 +378,12 @@ def run(argv=None) -> dict:
                 f"{model_type} model): its head would be new and score at random. Remove 'use_crf' to evaluate it "
                 "as it is, or set 'do_train': true to train a CRF on it."
             )
+    if training_args.do_train and not model_args.use_crf and getattr(config, "model_type", None) == "seqft_crf":
+        # it would load as it is and train on with its CRF, while the recipe, its checks and the card say softmax
+        raise RecipeError(
+            f"'model_name_or_path' = {model_args.model_name_or_path!r} has a CRF head, but 'use_crf' is false: set "
+            "'use_crf': true to train on with it (its classifier and CRF are kept when the labels are the same)."
+        )
     if not training_args.do_train and fixed_labels is None:
         raise RecipeError(
             f"'do_train' is false, but 'model_name_or_path' = {model_args.model_name_or_path!r} has no label names "
@@ -595,11 +607,12 @@ def run(argv=None) -> dict:
                     data_args.multi_label_threshold,
                 )
         else:
-            predicted, missing = word_predictions(test, output.predictions, model.config.id2label, constraints)
+            predicted, missing = word_predictions(test, output.predictions, model.config.id2label, scheme, constraints)
             metrics = dict(output.metrics, test_samples=len(raw["test"]), test_windows=len(test))
             metrics["test_words_truncated"] = missing
             if missing:
-                logger.warning(f"test: {missing} words were cut by max_seq_length and written with tag O.")
+                written = "with tag O" if missing_tag(scheme) else "with '_' (no prediction; scored as wrong)"
+                logger.warning(f"test: {missing} words were cut by max_seq_length and written {written}.")
             if trainer.is_world_process_zero():
                 path = os.path.join(training_args.output_dir, "test_predictions.txt")
                 write_predictions(path, raw["test"], predicted)

@@ -535,11 +535,12 @@ class WindowedSplit:
 
 
 def word_predictions(
-    split: WindowedSplit, predictions, id2label: dict, constraints=None, label_ids=None, fill: str = "O"
-) -> tuple[list[list[str]], list[list[str | None]] | None, int]:
+    split: WindowedSplit, predictions, id2label: dict, constraints=None, label_ids=None, fill: str | None = "O"
+) -> tuple[list[list[str | None]], list[list[str | None]] | None, int]:
     """Merged word tags of every example, in example-id order: `(predicted, gold or None, words with no window)`.
 
-    Words no window holds (truncation) are predicted `fill` (their gold is None) and counted.
+    Words no window holds (truncation) are predicted `fill` (their gold is None) and counted: `O` for prefix
+    schemes, None for plain tags (`labels.missing_tag`).
     """
     lookup = {int(k): v for k, v in id2label.items()}
     merged = split.merge(predictions, label_ids)
@@ -562,11 +563,13 @@ def build_compute_metrics(
     """A `compute_metrics` for a windowed evaluation split: merges windows into words, then `sequence_metrics`.
 
     Every word counts exactly once. `gold` (the split's tag lists, in example order) scores words that no window
-    holds (truncation) as predicted `O`; without it only words some window holds are scored.
+    holds (truncation) as predicted `labels.missing_tag(scheme)`; without it only words some window holds are
+    scored.
     """
     from .metrics import sequence_metrics
 
     split = WindowedSplit(windows_dataset)
+    missing = schemes.missing_tag(scheme)
     gold = gold[:] if gold is not None else None  # a datasets `Column` is read whole once, not a row per example
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
@@ -574,7 +577,7 @@ def build_compute_metrics(
         if isinstance(label_ids, tuple):
             label_ids = label_ids[0]
         predicted, merged_gold, _ = word_predictions(
-            split, eval_prediction.predictions, id2label, constraints, label_ids=label_ids
+            split, eval_prediction.predictions, id2label, constraints, label_ids=label_ids, fill=missing
         )
         examples = sorted(split.num_words)
         true, pred = [], []

@@ -400,6 +400,21 @@ def test_cli_crf_end_to_end(fixture_dir, tmp_path):
         assert bool(start[ids[0]]) and all(bool(allowed[a, b]) for a, b in zip(ids, ids[1:]))
 
 
+def test_training_on_from_a_crf_model_needs_use_crf(fixture_dir, tmp_path, capsys):
+    """A CRF model trained on without use_crf loaded as it was and trained its CRF, while the recipe, its checks
+    (class_weights, label smoothing) and the card said softmax (found by an audit)."""
+    out = tmp_path / "crf"
+    assert main([recipe(fixture_dir, out, use_crf=True, max_steps=2, do_predict=False)]) == 0
+    capsys.readouterr()
+    assert main([recipe(fixture_dir, tmp_path / "on", model_name_or_path=str(out), max_steps=1)]) == 2
+    err = capsys.readouterr().err
+    assert "has a CRF head, but 'use_crf' is false: set 'use_crf': true to train on with it" in err
+    assert not (tmp_path / "on").exists()
+    on = tmp_path / "on-crf"
+    assert main([recipe(fixture_dir, on, model_name_or_path=str(out), use_crf=True, max_steps=1)]) == 0
+    assert json.loads((on / "config.json").read_text())["model_type"] == "seqft_crf"
+
+
 def test_group_by_length_serves_shuffled_length_groups(tmp_path):
     from seqft.data import ShuffledLengthGroupedSampler
 

@@ -373,3 +373,52 @@ def test_model_positions_one_table_for_training_and_prediction(model_type, posit
     assert resolve_max_length(expected, tiny_tokenizer(), config) == expected
     with pytest.raises(RecipeError, match=f"exceeds the model's {expected} positions"):
         resolve_max_length(expected + 1, tiny_tokenizer(), config)
+
+
+def test_pos_words_cut_by_truncation_get_no_phantom_o_tag(tmp_path):
+    """Plain (POS) tags have no neutral tag: a word truncate_long_sentences cuts off is written `_`, scored wrong
+    and counted as no class; it used to get `O`, a class the tagger does not have, which entered macro F1."""
+    from seqft.metrics import sequence_metrics
+    from seqft.predict import Document, Predictor
+
+    pos = ["DET", "NOUN", "VERB", "ADP"]
+    sentences = [(words, [pos[i % 4] for i in range(len(words))]) for words, _ in SENTENCES]
+    long = (sum((w for w, _ in sentences), []), sum((t for _, t in sentences), []))
+    save_tiny_bert(tmp_path / "encoder")
+    write_conll(tmp_path / "train.txt", sentences)
+    write_conll(tmp_path / "test.txt", [long])
+    recipe = {
+        "model_name_or_path": str(tmp_path / "encoder"),
+        "train_file": str(tmp_path / "train.txt"),
+        "test_file": str(tmp_path / "test.txt"),
+        "output_dir": str(tmp_path / "out"),
+        "label_scheme": "plain",
+        "max_seq_length": 8,
+        "truncate_long_sentences": True,
+        "do_train": True,
+        "do_predict": True,
+        "max_steps": 2,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    assert main([str(tmp_path / "r.json")]) == 0
+    out = tmp_path / "out"
+    rows = [line.split() for line in (out / "test_predictions.txt").read_text().splitlines() if line.strip()]
+    cut = json.loads((out / "test_results.json").read_text())["test_words_truncated"]
+    assert len(rows) == len(long[0]) and 0 < cut < len(rows)
+    assert [r[2] for r in rows[-cut:]] == ["_"] * cut and set(r[2] for r in rows[:-cut]) <= set(pos)
+    predicted = [None if r[2] == "_" else r[2] for r in rows]
+    expected = sequence_metrics([long[1]], [predicted], "plain")
+    test = json.loads((out / "test_results.json").read_text())
+    assert test["test_accuracy"] == pytest.approx(expected["accuracy"])
+    assert test["test_macro_f1"] == pytest.approx(expected["macro_f1"])
+    phantom = sequence_metrics([long[1]], [predicted[:-cut] + ["O"] * cut], "plain")  # the old fill
+    assert expected["accuracy"] == phantom["accuracy"] and expected["macro_f1"] > phantom["macro_f1"]
+
+    (prediction,) = Predictor(out).predict_documents([Document.from_words(long[0], doc_id=0, source="s:1")])
+    assert prediction.tags[-cut:] == [None] * cut and prediction.scores[-cut:] == [None] * cut
+    assert all(e["label"] in pos for e in prediction.entities) and len(prediction.entities) == len(rows) - cut
+    assert prediction.to_conll().splitlines()[-1].split() == [long[0][-1], "_"]
