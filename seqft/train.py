@@ -106,6 +106,22 @@ def trained_scheme(config) -> str | None:
     return getattr(config, "label_scheme", None)
 
 
+def other_scheme_hint(checkpoint_labels, checkpoint_scheme: str | None, label_names, scheme: str) -> str:
+    """Advice when a fine-tuned model's labels are the data's entity types in the other prefix scheme it was trained
+    in (a BIOES model trained on with IOB2 data): setting that scheme keeps its whole classifier. Else ""."""
+    from .labels import SCHEME_PREFIXES, complete_label_list
+
+    prefixed = SCHEME_PREFIXES.keys()
+    if checkpoint_scheme == scheme or checkpoint_scheme not in prefixed or scheme not in prefixed:
+        return ""
+    if set(complete_label_list(label_names, checkpoint_scheme)) != set(checkpoint_labels):
+        return ""
+    return (
+        f" It was trained in {checkpoint_scheme} for the data's entity types: set 'label_scheme': "
+        f"'{checkpoint_scheme}' to keep its classifier (the data is converted)."
+    )
+
+
 def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_kwargs: dict):
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in id2label.items()}
@@ -142,9 +158,12 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
         except RuntimeError as err:
             if "ignore_mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
                 raise
+            trained = AutoConfig.from_pretrained(path, **load_kwargs)  # as saved: `config` has the data's labels
+            hint = other_scheme_hint(known_labels(trained) or [], trained_scheme(trained), label_names, scheme)
             raise RecipeError(
                 f"'model_name_or_path' = {model_args.model_name_or_path!r} has a classifier for another number of "
-                f"labels than the data's {len(label_names)}: set 'ignore_mismatched_sizes': true to train a new one."
+                f"labels than the data's {len(label_names)}: set 'ignore_mismatched_sizes': true to train a new "
+                f"one.{hint}"
             ) from None
     model.config.label_scheme = scheme
     return model
@@ -245,13 +264,21 @@ def check_best_metric(metric: str, names: list[str]) -> None:
 
 
 def prepare_labels(
-    raw, data_args, seq_cls: bool, fixed_labels, checkpoint_labels, labels_from: str, fixed_scheme: str | None = None
+    raw,
+    data_args,
+    seq_cls: bool,
+    fixed_labels,
+    checkpoint_labels,
+    labels_from: str,
+    fixed_scheme: str | None = None,
+    checkpoint_scheme: str | None = None,
 ):
     """The splits with their labels converted, the label list and the scheme (`seqft.data` / `seqft.seqcls`).
 
     `fixed_labels` (a teacher's, or an evaluated model's) fix the list. `checkpoint_labels`, those of a fine-tuned
     model the run trains on from: when the data's labels are the same set in another order, its order is kept, so
-    each row of its classifier keeps the label it was trained for; a different set is a warning.
+    each row of its classifier keeps the label it was trained for; a different set is a warning (with advice from
+    `checkpoint_scheme`, the scheme it was trained in).
     """
 
     def prepare(labels):
@@ -275,7 +302,7 @@ def prepare_labels(
         f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
         f"({', '.join(label_names)}): its classifier rows carry over for the labels both have, matched by name, "
         "and the others start fresh (when their number differs, set ignore_mismatched_sizes for a new classifier, "
-        "or start from the base encoder)."
+        "or start from the base encoder)." + other_scheme_hint(checkpoint_labels, checkpoint_scheme, label_names, scheme)
     )
     return prepared, label_names, scheme
 
@@ -409,7 +436,7 @@ def run(argv=None) -> dict:
     # a fine-tuned model trained on keeps its label order; a teacher's or an evaluated model's labels are fixed
     keep_order = checkpoint_labels if fixed_labels is None else None
     prepared, label_names, scheme = prepare_labels(
-        raw, data_args, seq_cls, fixed_labels, keep_order, labels_from, fixed_scheme
+        raw, data_args, seq_cls, fixed_labels, keep_order, labels_from, fixed_scheme, trained_scheme(config)
     )
     raw = seqdata.limit_samples(prepared, data_args)
     label2id = {name: i for i, name in enumerate(label_names)}

@@ -646,3 +646,20 @@ def test_a_classifier_trained_on_with_another_label_set_keeps_the_rows_of_shared
     torch.testing.assert_close(model.classifier.weight[0], before[2])  # O's own row, not B-LOC's
     torch.testing.assert_close(model.classifier.weight[1], before[0])
     assert not torch.equal(model.classifier.weight[2], before[1]) and float(model.classifier.bias[2]) == 0.0
+
+
+def test_training_on_from_a_model_of_another_scheme_names_its_scheme(fixture_dir, tmp_path, capsys, caplog):
+    """A BIOES model trained on with IOB2 data (the default scheme) was told to drop its classifier
+    (ignore_mismatched_sizes); its own scheme keeps it."""
+    bioes = tmp_path / "bioes"
+    assert main([recipe(fixture_dir, bioes, label_scheme="BIOES", max_steps=1, do_eval=False, do_predict=False)]) == 0
+    capsys.readouterr()
+    on = {"model_name_or_path": str(bioes), "max_steps": 1, "do_eval": False, "do_predict": False}
+    with caplog.at_level("WARNING"):
+        assert main([recipe(fixture_dir, tmp_path / "iob2", **on)]) == 2
+    advice = "It was trained in BIOES for the data's entity types: set 'label_scheme': 'BIOES' to keep its classifier"
+    err = capsys.readouterr().err
+    assert "'ignore_mismatched_sizes': true to train a new one. " + advice in err and advice in caplog.text
+    assert main([recipe(fixture_dir, tmp_path / "kept", label_scheme="BIOES", **on)]) == 0
+    kept = json.loads((tmp_path / "kept" / "config.json").read_text())
+    assert kept["label_scheme"] == "BIOES" and len(kept["id2label"]) == 13
