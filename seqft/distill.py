@@ -44,7 +44,8 @@ the model's `_keys_to_ignore_on_save`, so neither checkpoints nor the final mode
 checkpoint starts it afresh; a PEFT adapter never contained it).
 
 The returned `"loss"` is `distill_alpha * loss_soft + distill_hidden_weight * loss_hidden`; both parts are
-logged (`loss_soft`, `loss_hidden`, next to the trainer's `loss_hard`).
+logged (`loss_soft`, `loss_hidden`, next to the trainer's `loss_hard`), and their means over the whole run reach
+the end-of-training summary and train_results.json (`train_loss_soft`, ..., beside `train_loss`).
 
 **Tokenizers.**
 

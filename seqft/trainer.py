@@ -117,6 +117,7 @@ class SeqFTTrainer(Trainer):
 
             initialize_from_data(self)  # EVA's pass over the training set; nothing for other initialisations
         self._metrics = defaultdict(dict)  # name -> {optimiser step: sum of that step's micro-batch values}
+        self._metric_totals = defaultdict(lambda: [0.0, 0])  # name -> [sum, steps] of this train() call, for its end
         self.teacher_model = None
         if teacher_model is not None:
             from .distill import prepare_teacher
@@ -396,16 +397,25 @@ class SeqFTTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Into training logs: what features collected since the last one (per step, mean over steps) and the
-        per-group LRs. Evaluation logs are left as they are."""
-        if "loss" not in logs:
+        per-group LRs; into the summary `train()` logs at its end (and returns, so it reaches train_results.json):
+        the means over all its steps, `train_` + name, as `train_loss` is. Evaluation logs are left as they are."""
+        final = "train_loss" in logs
+        if "loss" not in logs and not final:
             return super().log(logs, start_time)
-        means = {key: sum(steps.values()) / len(steps) for key, steps in sorted(self._metrics.items()) if steps}
+        for key, steps in self._metrics.items():
+            total = self._metric_totals[key]
+            total[0], total[1] = total[0] + sum(steps.values()), total[1] + len(steps)
+        if final:  # the steps after the last logging step count too
+            means = {f"train_{key}": s / n for key, (s, n) in sorted(self._metric_totals.items()) if n}
+            self._metric_totals.clear()
+        else:
+            means = {key: sum(steps.values()) / len(steps) for key, steps in sorted(self._metrics.items()) if steps}
         self._metrics.clear()
         if means and self.args.world_size > 1:  # each rank holds its own share; every rank logs at the same steps
             local = torch.tensor(list(means.values()), dtype=torch.float64, device=self.args.device)
             means = dict(zip(means, self.accelerator.reduce(local, reduction="mean").tolist()))
         logs.update(means)
-        if self._step_rates is not None and self._step_rates.rates:
+        if self._step_rates is not None and self._step_rates.rates and not final:
             logs.update(self._step_rates.rates)  # each group's rate in the step just taken, as `learning_rate`
         super().log(logs, start_time)
 

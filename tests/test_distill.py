@@ -539,6 +539,21 @@ def test_logged_loss_parts_add_up_to_the_loss_under_accumulation_and_stay_out_of
     assert logs[1]["loss"] == pytest.approx(0.5 * logs[1]["loss_hard"] + 0.5 * logs[1]["loss_soft"], rel=1e-3)
 
 
+def test_the_run_summary_has_the_loss_parts_of_every_step(tmp_path):
+    """The parts of steps after the last logging step were never logged: the end-of-training summary (and so
+    train_results.json) had train_loss but no parts. It now has each part's mean over all steps, as train_loss."""
+    args = config(tmp_path, per_device_train_batch_size=2, max_steps=3, logging_steps=2, learning_rate=1e-9)
+    collator = DataCollatorForTokenClassification(tiny_tokenizer())
+    trainer = SeqFTTrainer(bert(), args, collator, tokenised(), teacher_model=bert(seed=1))
+    metrics = trainer.train().metrics
+    summary = trainer.state.log_history[-1]
+    assert summary["train_loss_hard"] == metrics["train_loss_hard"] and "train_loss_soft" in metrics
+    parts = 0.5 * metrics["train_loss_hard"] + 0.5 * metrics["train_loss_soft"]
+    assert metrics["train_loss"] == pytest.approx(parts, rel=1e-4)
+    logged = [log for log in trainer.state.log_history if "loss_hard" in log]
+    assert len(logged) == 1  # step 2 only: step 3 reaches the summary alone
+
+
 def test_teacher_errors_name_the_fix(tmp_path):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
