@@ -203,6 +203,34 @@ def test_from_encoder_keeps_pretrained_weights(tmp_path):
     assert not model.crf.allowed[LABEL2ID["B-LOC"], LABEL2ID["I-PER"]]
 
 
+def test_from_encoder_keeps_a_fine_tuned_softmax_classifier_with_the_same_labels(tmp_path):
+    """A CRF put on a fine-tuned softmax tagger started its emission layer from scratch, throwing the trained rows
+    away; with the same labels (and scheme, where the config says) they now carry on, under a new CRF."""
+    from transformers import BertForTokenClassification
+
+    torch.manual_seed(3)
+    tagger = BertForTokenClassification(
+        tiny_bert_config(num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=LABEL2ID)
+    )
+    tagger.config.label_scheme = "IOB2"
+    tagger.save_pretrained(tmp_path / "tagger")
+
+    def build(labels=LABELS, scheme="IOB2"):
+        return SeqFTCRFForTokenClassification.from_encoder(
+            str(tmp_path / "tagger"), id2label=labels, label_scheme=scheme, special_token_ids=SPECIAL_IDS
+        )
+
+    model = build()
+    assert torch.equal(model.classifier.weight, tagger.classifier.weight)
+    assert torch.equal(model.classifier.bias, tagger.classifier.bias)
+    reference = tagger.bert.state_dict()
+    assert all(torch.equal(value, reference[key]) for key, value in model.encoder.state_dict().items())
+    assert model.crf.transitions.abs().max() < 0.2  # the CRF is new
+    for other in (build(LABELS[::-1]), build(scheme="IOB1")):  # other labels, or another scheme: a new classifier
+        assert not torch.equal(other.classifier.weight, tagger.classifier.weight[: other.num_labels])
+        assert all(torch.equal(value, reference[key]) for key, value in other.encoder.state_dict().items())
+
+
 # ------------------------------------------------------------------------------------------------- CRF positions
 
 

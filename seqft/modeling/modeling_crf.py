@@ -11,7 +11,7 @@ import inspect
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 
@@ -113,16 +113,23 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
     @classmethod
     def load_encoder(
         cls, model_name_or_path: str, encoder_config: PretrainedConfig | None = None, **from_pretrained_kwargs
-    ) -> tuple[PreTrainedModel, SeqFTCRFForTokenClassification | None]:
-        """The pretrained encoder in `model_name_or_path`, and the model of this class it came from when the folder
-        holds one (an earlier CRF run), else None. `encoder_config`, when given, replaces the encoder's own
-        configuration (not for an earlier CRF run, whose encoder is as it was trained)."""
-        if (
-            AutoConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs).model_type
-            == cls.config_class.model_type
-        ):
+    ) -> tuple[PreTrainedModel, PreTrainedModel | None]:
+        """The pretrained encoder in `model_name_or_path`, and the fine-tuned model it came from when the folder
+        holds one whose head can carry on, else None: a model of this class (an earlier CRF run), or a softmax token
+        classifier whose head is one linear layer on the encoder (BERT, RoBERTa, DeBERTa, ELECTRA, DistilBERT ...).
+        `encoder_config`, when given, replaces the encoder's own configuration (not for an earlier CRF run, whose
+        encoder is as it was trained)."""
+        saved = AutoConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+        if saved.model_type == cls.config_class.model_type:
             trained = cls.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
             return trained.encoder, trained
+        if encoder_config is None and any(a.endswith("ForTokenClassification") for a in saved.architectures or []):
+            trained = AutoModelForTokenClassification.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+            children = {name for name, _ in trained.named_children()}
+            simple = isinstance(getattr(trained, "classifier", None), nn.Linear) and children <= {
+                trained.base_model_prefix, "dropout", "classifier"
+            }
+            return trained.base_model, trained if simple else None
         if encoder_config is not None:
             from_pretrained_kwargs = {**from_pretrained_kwargs, "config": encoder_config}
         return AutoModel.from_pretrained(model_name_or_path, **from_pretrained_kwargs), None
@@ -149,7 +156,8 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         `encoder_config`, when given, replaces the encoder's own configuration (a recipe's `config_name`).
         `model_name_or_path` may also be a model of this class (training on from an earlier CRF run): with the same
         labels and scheme its classifier and CRF are kept, as `from_pretrained` keeps a softmax head; otherwise only
-        its encoder is.
+        its encoder is. A fine-tuned softmax token classifier with the same labels (and scheme, when its config
+        says) keeps its classifier as the CRF's emission layer, under a new CRF.
         """
         if isinstance(id2label, (list, tuple)):
             id2label = dict(enumerate(id2label))
@@ -157,9 +165,10 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
         encoder, trained = cls.load_encoder(model_name_or_path, encoder_config, **from_pretrained_kwargs)
-        kept = None  # an earlier CRF run with these labels: its classifier and CRF carry on
-        if trained is not None and trained.config.id2label == id2label and trained.config.label_scheme == label_scheme:
-            kept = trained
+        kept = None  # a fine-tuned model with these labels: its classifier (and an earlier CRF run's CRF) carry on
+        if trained is not None and {int(i): str(v) for i, v in trained.config.id2label.items()} == id2label:
+            if getattr(trained.config, "label_scheme", None) in (label_scheme, None):  # None: trained elsewhere
+                kept = trained
         config = SeqFTCRFConfig(
             encoder_config=encoder.config,
             id2label=id2label,
@@ -173,7 +182,8 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         model.name_or_path = model.config._name_or_path = str(model_name_or_path)  # where the weights came from
         if kept is not None:
             model.classifier.load_state_dict(kept.classifier.state_dict())
-            model.crf.load_state_dict(kept.crf.state_dict())
+            if isinstance(kept, cls):
+                model.crf.load_state_dict(kept.crf.state_dict())
         model.classifier.to(device=encoder.device, dtype=encoder.dtype)
         model.crf.to(device=encoder.device)
         return model
