@@ -272,13 +272,14 @@ def prepare_labels(
     labels_from: str,
     fixed_scheme: str | None = None,
     checkpoint_scheme: str | None = None,
+    new_head: bool = False,
 ):
     """The splits with their labels converted, the label list and the scheme (`seqft.data` / `seqft.seqcls`).
 
     `fixed_labels` (a teacher's, or an evaluated model's) fix the list. `checkpoint_labels`, those of a fine-tuned
     model the run trains on from: when the data's labels are the same set in another order, its order is kept, so
     each row of its classifier keeps the label it was trained for; a different set is a warning (with advice from
-    `checkpoint_scheme`, the scheme it was trained in).
+    `checkpoint_scheme`, the scheme it was trained in; `new_head`: a CRF run, which builds a new head then).
     """
 
     def prepare(labels):
@@ -298,11 +299,16 @@ def prepare_labels(
                 "list is read in it."
             )
         return prepare(checkpoint_labels)
+    fate = (
+        "its encoder carries on under a new classifier and CRF."
+        if new_head
+        else "its classifier rows carry over for the labels both have, matched by name, and the others start fresh "
+        "(when their number differs, set ignore_mismatched_sizes for a new classifier, or start from the base "
+        "encoder)."
+    )
     logger.warning(
         f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
-        f"({', '.join(label_names)}): its classifier rows carry over for the labels both have, matched by name, "
-        "and the others start fresh (when their number differs, set ignore_mismatched_sizes for a new classifier, "
-        "or start from the base encoder)." + other_scheme_hint(checkpoint_labels, checkpoint_scheme, label_names, scheme)
+        f"({', '.join(label_names)}): {fate}" + other_scheme_hint(checkpoint_labels, checkpoint_scheme, label_names, scheme)
     )
     return prepared, label_names, scheme
 
@@ -436,7 +442,15 @@ def run(argv=None) -> dict:
     # a fine-tuned model trained on keeps its label order; a teacher's or an evaluated model's labels are fixed
     keep_order = checkpoint_labels if fixed_labels is None else None
     prepared, label_names, scheme = prepare_labels(
-        raw, data_args, seq_cls, fixed_labels, keep_order, labels_from, fixed_scheme, trained_scheme(config)
+        raw,
+        data_args,
+        seq_cls,
+        fixed_labels,
+        keep_order,
+        labels_from,
+        fixed_scheme,
+        trained_scheme(config),
+        new_head=model_args.use_crf,
     )
     raw = seqdata.limit_samples(prepared, data_args)
     label2id = {name: i for i, name in enumerate(label_names)}

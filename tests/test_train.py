@@ -660,6 +660,10 @@ def test_training_on_from_a_model_of_another_scheme_names_its_scheme(fixture_dir
     advice = "It was trained in BIOES for the data's entity types: set 'label_scheme': 'BIOES' to keep its classifier"
     err = capsys.readouterr().err
     assert "'ignore_mismatched_sizes': true to train a new one. " + advice in err and advice in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # a CRF run keeps only the encoder then, and says so
+        assert main([recipe(fixture_dir, tmp_path / "crf", use_crf=True, **on)]) == 0
+    assert "its encoder carries on under a new classifier and CRF. " + advice in caplog.text
     assert main([recipe(fixture_dir, tmp_path / "kept", label_scheme="BIOES", **on)]) == 0
     kept = json.loads((tmp_path / "kept" / "config.json").read_text())
     assert kept["label_scheme"] == "BIOES" and len(kept["id2label"]) == 13
