@@ -79,6 +79,7 @@ class BenchSettings:
     warmup_steps: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0  # the Trainer's gradient clipping; 0 turns it off
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (the Trainer's default)
     num_train_epochs: float = 1.0
     max_seq_length: int = 512
     seed: int = 42
@@ -154,6 +155,7 @@ class BenchContext:
             warmup_steps=s.warmup_steps,
             weight_decay=s.weight_decay,
             max_grad_norm=s.max_grad_norm,
+            adam_beta2=s.adam_beta2,
             num_train_epochs=s.num_train_epochs,
             seed=s.seed,
             eval_strategy="no",

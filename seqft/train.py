@@ -308,7 +308,8 @@ def prepare_labels(
     )
     logger.warning(
         f"{labels_from} was fine-tuned for other labels ({', '.join(checkpoint_labels)}) than the data's "
-        f"({', '.join(label_names)}): {fate}" + other_scheme_hint(checkpoint_labels, checkpoint_scheme, label_names, scheme)
+        f"({', '.join(label_names)}): {fate}"
+        + other_scheme_hint(checkpoint_labels, checkpoint_scheme, label_names, scheme)
     )
     return prepared, label_names, scheme
 

@@ -127,7 +127,9 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
             trained = AutoModelForTokenClassification.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
             children = {name for name, _ in trained.named_children()}
             simple = isinstance(getattr(trained, "classifier", None), nn.Linear) and children <= {
-                trained.base_model_prefix, "dropout", "classifier"
+                trained.base_model_prefix,
+                "dropout",
+                "classifier",
             }
             return trained.base_model, trained if simple else None
         if encoder_config is not None:
@@ -165,10 +167,10 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
         encoder, trained = cls.load_encoder(model_name_or_path, encoder_config, **from_pretrained_kwargs)
-        kept = None  # a fine-tuned model with these labels: its classifier (and an earlier CRF run's CRF) carry on
-        if trained is not None and {int(i): str(v) for i, v in trained.config.id2label.items()} == id2label:
-            if getattr(trained.config, "label_scheme", None) in (label_scheme, None):  # None: trained elsewhere
-                kept = trained
+        # a fine-tuned model with these labels (and scheme; None: trained elsewhere, its config does not say): its
+        # classifier, and an earlier CRF run's CRF, carry on
+        same = trained is not None and {int(i): str(v) for i, v in trained.config.id2label.items()} == id2label
+        kept = trained if same and getattr(trained.config, "label_scheme", None) in (label_scheme, None) else None
         config = SeqFTCRFConfig(
             encoder_config=encoder.config,
             id2label=id2label,
