@@ -876,7 +876,7 @@ def wrap_model(model: nn.Module, spec: dict | PeftConfig) -> PeftModel:
     return peft_model
 
 
-def initialize_from_data(trainer) -> None:
+def initialize_from_data(trainer, model=None) -> None:
     """EVA, when the adapter asks for it (`init_lora_weights: "eva"`, options in `eva_config`); nothing otherwise.
 
     Explained Variance Adaptation starts each LoRA A matrix from the principal directions of its layer's inputs and
@@ -886,12 +886,12 @@ def initialize_from_data(trainer) -> None:
     seqft runs it here, before the first step, on the training set in order (`eval` batch size, the trainer's
     collator), on the positions that have a label when `eva_config.use_label_mask` (peft's default) is on, and
     stops when every layer's components have converged. On several ranks each takes its shard and the inputs are
-    gathered, so all ranks compute the same directions.
+    gathered, so all ranks compute the same directions. `model`: the trainer's unless given (a `model_init` model).
     """
     from peft.tuners.lora.eva import initialize_lora_eva_weights
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    model = trainer.model
+    model = trainer.model if model is None else model
     config = model.peft_config["default"]
     if getattr(config, "init_lora_weights", None) != "eva":  # prompt-learning configs have no such option
         return

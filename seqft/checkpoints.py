@@ -432,6 +432,23 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def checked_resume(value, output_dir: str):
+    """`Trainer.train(resume_from_checkpoint=value)` in code: a path must be complete (RecipeError naming what it
+    lacks: a resume from it would silently start a fresh optimiser, scheduler or RNG); True becomes the last
+    complete checkpoint of `output_dir` (True stays when there is none, and the stock code says so)."""
+    if value is True:
+        return last_complete_checkpoint(output_dir) or True
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    problems = checkpoint_problems(value)
+    if problems:
+        raise RecipeError(
+            f"resume_from_checkpoint = {os.fspath(value)!r} cannot be resumed from: {'; '.join(problems)}. Resume "
+            "from a complete checkpoint (resume_from_checkpoint=True takes the last one)."
+        )
+    return value
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # SIGTERM (JIT) checkpoints
 

@@ -527,12 +527,18 @@ def prepare_labels(
     `label_scheme`, which seqft saves), settles IOB1 against IOB2 the same way: their label names are the same, and
     an IOB1 model scored against IOB2 gold lost half its accuracy without a word. Otherwise the list comes from
     train (all splits when there is no train).
-    A tag outside the label list is an error naming file and line.
+    A tag outside the label list is an error naming file and line (a `source` column, `file:line`, as seqft's
+    readers write it; rows without one are named `<split>:row <n>`, 1-based).
     Returns the converted splits, the label list and the scheme in use.
     """
     # Each column is read once, whole (see read_column).
     raw_tags = {name: read_column(split, "tags") for name, split in raw.items()}
-    sources = {name: read_column(split, "source") for name, split in raw.items()}
+    sources = {  # 'file:line' from seqft's readers; datasets built in code may have none: '<split>:row <n>'
+        name: read_column(split, "source")
+        if "source" in split.column_names
+        else [f"{name}:row {row}" for row in range(1, len(split) + 1)]
+        for name, split in raw.items()
+    }
     # Sentences repeat their tag sequences (CoNLL-2003 train: 5,684 distinct in 14,041): each is converted once.
     # Detection depends only on which patterns occur, so the distinct sequences give the same scheme.
     keys = {name: list(map(tuple, seqs)) for name, seqs in raw_tags.items()}

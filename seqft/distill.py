@@ -40,8 +40,9 @@ hidden units and over the mapped layer pairs, summed over positions, divided lik
 block it was copied from, any other student maps its block `i` (of `S`) to teacher block `round(i · L / S)` (of
 `L`). The projection is an `nn.Linear(student width, teacher width)` put on the student as the submodule
 `distill_projection` at construction, so the optimizer trains it (at the head's depth under LLRD); it is listed in
-the model's `_keys_to_ignore_on_save`, so neither checkpoints nor the final model contain it (resuming from a
-checkpoint starts it afresh; a PEFT adapter never contained it).
+the model's `_keys_to_ignore_on_save`, so the final model does not contain it (nor does a PEFT adapter). A checkpoint
+keeps it beside the weights (`distill_projection.safetensors`; DeepSpeed and FSDP checkpoints hold it in their own
+states), so a resumed run goes on with the trained projection and its optimiser state.
 
 The returned `"loss"` is `distill_alpha * loss_soft + distill_hidden_weight * loss_hidden`; both parts are
 logged (`loss_soft`, `loss_hidden`, next to the trainer's `loss_hard`), and their means over the whole run reach
@@ -934,6 +935,46 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
     return teacher
 
 
+PROJECTION_FILE = f"{PROJECTION}.safetensors"
+
+
+def prepare_student(student: nn.Module, trainer) -> None:
+    """On a new student (what `model_init` returns when `train()` starts), what `prepare_teacher` set up on the
+    trainer's model: the `distill_projection`, same widths (a fresh one, as the first model's was)."""
+    projection = getattr(_base(trainer.model), PROJECTION, None) if trainer.model is not None else None
+    if isinstance(projection, nn.Linear):
+        _add_projection(_base(student), projection.in_features, projection.out_features)
+
+
+def save_projection(student: nn.Module, folder: str) -> None:
+    """The student's `distill_projection` into a checkpoint folder (the weights file leaves it out), if it has one."""
+    from safetensors.torch import save_file
+
+    projection = getattr(_base(student), PROJECTION, None)
+    if isinstance(projection, nn.Linear):
+        state = {key: value.detach().cpu().contiguous() for key, value in projection.state_dict().items()}
+        save_file(state, os.path.join(folder, PROJECTION_FILE))
+
+
+def load_projection(student: nn.Module, folder: str) -> None:
+    """Restore the student's `distill_projection` from a checkpoint folder (`save_projection`), if it has one."""
+    from safetensors.torch import load_file
+
+    projection = getattr(_base(student), PROJECTION, None)
+    if not isinstance(projection, nn.Linear):
+        return
+    path = os.path.join(folder, PROJECTION_FILE)
+    if not os.path.isfile(path):
+        logger.warning(
+            f"{folder} has no {PROJECTION_FILE} (a checkpoint of seqft before 2026-12-08): the hidden-state "
+            "projection starts afresh, so the resumed run differs from an uninterrupted one."
+        )
+        return
+    reference = projection.weight
+    state = {key: value.to(device=reference.device, dtype=reference.dtype) for key, value in load_file(path).items()}
+    projection.load_state_dict(state)
+
+
 def _add_projection(student: nn.Module, student_width: int, teacher_width: int) -> None:
     if student_width == teacher_width:
         return
@@ -945,7 +986,8 @@ def _add_projection(student: nn.Module, student_width: int, teacher_width: int) 
         reference = next(student.parameters())
         projection = nn.Linear(student_width, teacher_width).to(device=reference.device, dtype=reference.dtype)
         student.add_module(PROJECTION, projection)
-    # Only a training aid: never in a checkpoint or the final model (exact keys, as save_pretrained matches them).
+    # Only a training aid: never in the final model (exact keys, as save_pretrained matches them); checkpoints keep it
+    # in a file of its own (save_projection).
     ignored = set(getattr(student, "_keys_to_ignore_on_save", None) or ())
     student._keys_to_ignore_on_save = ignored | {f"{PROJECTION}.weight", f"{PROJECTION}.bias"}
 

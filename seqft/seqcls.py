@@ -644,7 +644,14 @@ def class_weight_tensor(spec, train_dataset, model) -> torch.Tensor | None:
     if spec is None:
         return None
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config
+    config = getattr(base, "config", None)
+    if config is None:  # a model of one's own: a list is taken as it is, one weight per output
+        if spec == "balanced":
+            raise RecipeError(
+                f"class_weights 'balanced' needs the number of labels from the model's config.num_labels, and "
+                f"{type(base).__name__} has no config: give class_weights as a list, one weight per label."
+            )
+        return torch.tensor([float(w) for w in spec], dtype=torch.float32)
     num_labels = int(config.num_labels)
     multi = getattr(config, "problem_type", None) == MULTI_LABEL
     names = [str(config.id2label[i]) for i in sorted(config.id2label, key=int)] if config.id2label else []

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import os
 from collections import defaultdict
 
 import torch
@@ -119,10 +120,20 @@ class SeqFTTrainer(Trainer):
         self._metrics = defaultdict(dict)  # name -> {optimiser step: sum of that step's micro-batch values}
         self._metric_totals = defaultdict(lambda: [0.0, 0])  # name -> [sum, steps] of this train() call, for its end
         self.teacher_model = None
+        if teacher_model is None and self.train_dataset is not None:  # a teacher only matters to training
+            teacher_model = self.args.teacher_model_name_or_path  # prepare_teacher loads a path
+            if teacher_model is None and (self.args.student_layers is not None or self.args.distill_unlabelled_file):
+                what = "student_layers" if self.args.student_layers is not None else "distill_unlabelled_file"
+                raise RecipeError(
+                    f"{what} is set, but there is no teacher: pass teacher_model= or set teacher_model_name_or_path."
+                )
         if teacher_model is not None:
             from .distill import prepare_teacher
 
             self.teacher_model = prepare_teacher(teacher_model, self)
+        self._ready = True
+
+    _ready = False  # __init__ is done: a model from model_init now gets the set-up the first model got there
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)
@@ -131,6 +142,15 @@ class SeqFTTrainer(Trainer):
 
             model = wrap_model(model, self._peft_config)
         optim.match_zero3_dtype(model, self.args)
+        if self._ready:  # train() replaces the model __init__ set up (EVA's pass, the distillation projection)
+            if self._peft_config is not None:
+                from .adapters import initialize_from_data
+
+                initialize_from_data(self, model)
+            if self.teacher_model is not None:
+                from .distill import prepare_student
+
+                prepare_student(model, self)
         return model
 
     def _check_optimizer_arguments(self, optimizers, optimizer_cls_and_kwargs) -> None:
@@ -261,6 +281,7 @@ class SeqFTTrainer(Trainer):
 
         Evaluation loss stays the hard loss, so it is comparable across recipes.
         """
+        self._seqft_loss_ran = True  # read by loss_is_scaled_for_ga
         inputs = dict(inputs)  # the stock compute_loss pops `labels` from what it is given; keep the caller's batch
         if self.teacher_model is None or not model.training:
             return super().compute_loss(
@@ -281,6 +302,26 @@ class SeqFTTrainer(Trainer):
             step = self.state.global_step
             steps[step] = steps.get(step, 0.0) + (value.detach().item() if torch.is_tensor(value) else float(value))
         return (loss, outputs) if return_outputs else loss
+
+    _seqft_loss_ran = False
+    _loss_scaled_for_ga: bool | None = None
+
+    @property
+    def loss_is_scaled_for_ga(self) -> bool | None:
+        """Whether the step's loss is already divided for gradient accumulation (the stock `training_step` reads
+        it after `compute_loss`). seqft's loss is (None: the stock rule, which says so for its `compute_loss_func`).
+        A `compute_loss` override that never calls `super()` returns a loss of its own: then the stock rule for a
+        Trainer without `compute_loss_func` applies, as the stock Trainer would treat that override (it used to be
+        taken as scaled, and a per-batch mean came out multiplied by the accumulation steps). Assign a bool to
+        decide yourself."""
+        if self._loss_scaled_for_ga is not None:
+            return self._loss_scaled_for_ga
+        ran, self._seqft_loss_ran = self._seqft_loss_ran, False
+        return None if ran else bool(self.model_accepts_loss_kwargs)
+
+    @loss_is_scaled_for_ga.setter
+    def loss_is_scaled_for_ga(self, value: bool | None) -> None:
+        self._loss_scaled_for_ga = value
 
     def compute_distillation_loss(self, model, inputs, student_outputs, num_items_in_batch=None) -> dict:
         """Override point. Returns {"loss": weighted soft (+ hidden) loss, plus named parts for logging}."""
@@ -383,10 +424,42 @@ class SeqFTTrainer(Trainer):
 
     _checkpoint_staging: str | None = None  # set while a checkpoint is being written into its staging directory
 
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None):
+        """The stock `train`, after checking the checkpoint to resume from (`checkpoints.checked_resume`): a path
+        must hold all a resume needs, and True takes the last complete checkpoint (the stock code takes the last
+        one, complete or not)."""
+        resume_from_checkpoint = checkpoints.checked_resume(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
     def _save_checkpoint(self, model, trial):
         # The stock save, into tmp-checkpoint-N/, renamed to checkpoint-N once every rank has written its part.
         run_dir = self._get_output_dir(trial)
-        checkpoints.save_atomically(self, lambda: super(SeqFTTrainer, self)._save_checkpoint(model, trial), run_dir)
+
+        def save():
+            super(SeqFTTrainer, self)._save_checkpoint(model, trial)
+            if self.teacher_model is not None and self.args.should_save and not self._saves_whole_state:
+                from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+                from .distill import save_projection  # the weights file leaves it out (final models must not have it)
+
+                folder = os.path.join(self._checkpoint_staging, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+                save_projection(self.accelerator.unwrap_model(self.model), folder)
+
+        checkpoints.save_atomically(self, save, run_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.teacher_model is not None and not self._saves_whole_state:
+            from .distill import load_projection
+
+            load_projection(
+                self.accelerator.unwrap_model(model if model is not None else self.model), resume_from_checkpoint
+            )
+
+    @property
+    def _saves_whole_state(self) -> bool:
+        """DeepSpeed and FSDP checkpoints hold every parameter in their own states, the projection's too."""
+        return self.is_deepspeed_enabled or self.is_fsdp_enabled
 
     def _get_output_dir(self, trial):
         return self._checkpoint_staging or super()._get_output_dir(trial)

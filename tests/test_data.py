@@ -107,6 +107,21 @@ def test_a_models_bioes_labels_decide_bioes_against_iob():
         seqdata.prepare_labels(raw(bioes), "BIOES", iob_labels)
 
 
+def test_datasets_built_in_code_need_no_source_column():
+    """prepare_labels read a `source` column (file:line, as seqft's readers write it) that datasets built in code
+    do not have: it failed with datasets' "Column 'source' doesn't exist". Rows are now named by split and row."""
+    tokens, tags = ["John", "lives", "in", "Paris"], ["I-PER", "O", "O", "I-LOC"]
+    converted, names, scheme = seqdata.prepare_labels(
+        DatasetDict(train=Dataset.from_dict({"tokens": [tokens], "tags": [tags]})), "IOB2"
+    )
+    assert (scheme, converted["train"]["tags"][0]) == ("IOB2", ["B-PER", "O", "O", "B-LOC"])
+    bad = Dataset.from_dict({"tokens": [tokens, tokens], "tags": [tags, ["O", "O", "O", "B_LOC"]]})
+    with pytest.raises(DataError, match=r"^test:row 2: token 4: tag 'B_LOC' is malformed"):
+        seqdata.prepare_labels(
+            DatasetDict(train=Dataset.from_dict({"tokens": [tokens], "tags": [tags]}), test=bad), "IOB2"
+        )
+
+
 def test_whitespace_only_lines_break_sentences(tmp_path):
     path = tmp_path / "wnut.txt"
     path.write_text("Empire\tB-facility\nState\tI-facility\n\t\nhello\tO\n")

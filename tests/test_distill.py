@@ -554,6 +554,57 @@ def test_the_run_summary_has_the_loss_parts_of_every_step(tmp_path):
     assert len(logged) == 1  # step 2 only: step 3 reaches the summary alone
 
 
+def test_a_resumed_run_goes_on_with_the_trained_projection(tmp_path):
+    """The projection between hidden states of different widths was left out of checkpoints: a resumed run put a
+    fresh one under the optimiser state of the trained one and ended with other weights."""
+
+    def run(resume=None):
+        trainer = trainer_for(
+            tmp_path,
+            bert(),
+            bert(seed=5, hidden_size=48),
+            max_steps=4,
+            per_device_train_batch_size=2,
+            optim="adamw_torch",
+            learning_rate=0.01,
+            save_strategy="steps",
+            save_steps=2,
+            distill_hidden_weight=1.0,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer.model.state_dict()
+
+    whole = run()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert (checkpoint / distill.PROJECTION_FILE).is_file()
+    with safe_open(checkpoint / "model.safetensors", "pt") as fh:
+        assert not any(key.startswith(distill.PROJECTION) for key in fh.keys())  # the model file stays clean
+    resumed = run(str(checkpoint))
+    assert whole.keys() == resumed.keys() and f"{distill.PROJECTION}.weight" in whole
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_model_init_students_get_the_projection_and_the_teacher_can_come_from_the_arguments(tmp_path):
+    """A student from model_init had no projection (train() replaced the model __init__ had added it to) and
+    crashed at its first step; a teacher named only in the arguments was silently not used."""
+    teacher = bert(seed=5, hidden_size=48)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    trainer = SeqFTTrainer(
+        model_init=lambda: bert(),
+        args=config(tmp_path, distill_hidden_weight=1.0, teacher_model_name_or_path=str(tmp_path / "teacher")),
+        train_dataset=tokenised(),
+        processing_class=tiny_tokenizer(),
+        data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
+    )
+    assert trainer.teacher_model is not None
+    history = trainer.train() and trainer.state.log_history
+    assert hasattr(trainer.model, distill.PROJECTION) and all(log["loss_hidden"] > 0 for log in history[:-1])
+    with pytest.raises(RecipeError, match="student_layers is set, but there is no teacher: pass teacher_model="):
+        SeqFTTrainer(bert(), config(tmp_path, student_layers=[0]), train_dataset=tokenised())
+
+
 def test_teacher_errors_name_the_fix(tmp_path):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")

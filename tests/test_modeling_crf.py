@@ -231,6 +231,21 @@ def test_from_encoder_keeps_a_fine_tuned_softmax_classifier_with_the_same_labels
         assert all(torch.equal(value, reference[key]) for key, value in other.encoder.state_dict().items())
 
 
+def test_token_embeddings_resize_and_reload(tmp_path):
+    """`resize_token_embeddings` (after adding tokens to the tokenizer) stopped half-way: the config's vocab_size
+    was read-only, with the embeddings already resized."""
+    model = make_model()
+    size = model.config.vocab_size
+    model.resize_token_embeddings(size + 3)
+    assert model.config.vocab_size == model.config.encoder_config.vocab_size == size + 3
+    assert model.get_input_embeddings().weight.shape[0] == size + 3
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForTokenClassification.from_pretrained(tmp_path)
+    ids = torch.tensor([[1, size + 2, 5]])
+    model.eval()
+    torch.testing.assert_close(loaded.eval()(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
 # ------------------------------------------------------------------------------------------------- CRF positions
 
 

@@ -17,6 +17,7 @@ from transformers import (
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 from transformers.modeling_outputs import TokenClassifierOutput
@@ -268,3 +269,94 @@ def test_a_step_without_a_labelled_position_has_loss_zero_not_nan():
         loss = SeqFTTrainer.token_loss({"logits": logits}, labels, count)
         loss.backward()
         assert loss.item() == 0.0 and torch.isfinite(logits.grad).all(), count
+
+
+def test_model_init_models_get_the_eva_pass_the_first_model_got(tmp_path):
+    """EVA ran once, in __init__, on the model train() then replaced with a new one from model_init: that one
+    trained from a plain LoRA init, without a word."""
+    spec = {"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"], "init_lora_weights": "eva"}
+    trainer = SeqFTTrainer(
+        model_init=lambda: bert(),
+        args=settings(tmp_path, learning_rate=1e-12),
+        data_collator=collator(),
+        train_dataset=tokenised(),
+        peft_config=spec,
+    )
+    first = trainer.model
+    trainer.train()
+    assert trainer.model is not first
+    adapted = next(m for m in trainer.model.modules() if "default" in getattr(m, "lora_A", {}))
+    a = adapted.lora_A["default"].weight.detach()
+    torch.testing.assert_close(a @ a.T, torch.eye(a.shape[0]), rtol=0, atol=1e-4)  # EVA's orthonormal rows
+
+
+class MeanLossTrainer:
+    """A `compute_loss` override of one's own that never calls super(): a per-batch mean, as in many tutorials."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = nn.functional.cross_entropy(outputs.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return (loss, outputs) if return_outputs else loss
+
+
+class Tagger(nn.Module):
+    """A model of one's own: no config, a forward without **kwargs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.head = nn.Embedding(len(tiny_tokenizer()), 8), nn.Linear(8, 7)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        return TokenClassifierOutput(logits=self.head(torch.tanh(self.emb(input_ids))))
+
+
+def test_an_override_that_does_not_call_super_is_scaled_as_the_stock_trainer_scales_it(tmp_path):
+    """seqft's compute_loss_func told the stock training_step that every loss was already divided for gradient
+    accumulation, so an override returning its own per-batch mean trained with twice the loss under GA 2."""
+    data = tokenised().select(range(8))
+    results = {}
+    for base in (Trainer, SeqFTTrainer):
+        for accumulation in (1, 2):
+            model = Tagger()
+            before = model.head.weight.detach().clone()
+            args = settings(tmp_path, cls=TrainingArguments, batch=8 // accumulation, accumulation=accumulation)
+            trainer = type("Mine", (MeanLossTrainer, base), {})(model, args, collator(), data)
+            loss = trainer.train().training_loss
+            results[base.__name__, accumulation] = (loss, (model.head.weight - before).norm().item())
+    for accumulation in (1, 2):
+        stock, seqft = results["Trainer", accumulation], results["SeqFTTrainer", accumulation]
+        assert seqft == pytest.approx(stock, rel=1e-5), accumulation
+    assert results["SeqFTTrainer", 2][0] == pytest.approx(results["SeqFTTrainer", 1][0], rel=0.01)
+
+
+def test_class_weights_on_a_model_without_a_config(tmp_path):
+    args = settings(tmp_path, class_weights=[1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    trainer = SeqFTTrainer(Tagger(), args, collator(), tokenised())
+    assert trainer.train().training_loss > 0
+    with pytest.raises(RecipeError, match="'balanced' needs the number of labels .* Tagger has no config"):
+        SeqFTTrainer(Tagger(), settings(tmp_path, class_weights="balanced"), collator(), tokenised())
+
+
+def test_resuming_in_code_checks_the_checkpoint(tmp_path):
+    """Only the recipe runner checked a checkpoint before resuming: in code, one without its optimizer and
+    scheduler resumed with fresh ones, and `True` took the last checkpoint even when it was incomplete."""
+    args = settings(
+        tmp_path, max_steps=4, save_strategy="steps", save_steps=2, optim="adamw_torch", learning_rate=1e-3
+    )
+    SeqFTTrainer(bert(), args, collator(), tokenised()).train()
+    out = tmp_path / "out-8-1"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        (out / "checkpoint-4" / name).unlink()
+    with pytest.raises(RecipeError, match="checkpoint-4' cannot be resumed from: no optimizer state .*; no scheduler"):
+        SeqFTTrainer(bert(), args, collator(), tokenised()).train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    steps = []
+
+    class Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append(state.global_step)
+
+    resumed = SeqFTTrainer(bert(), args, collator(), tokenised(), callbacks=[Steps()])
+    resumed.train(resume_from_checkpoint=True)  # the last complete one, checkpoint-2: 2 steps remain
+    assert steps == [3, 4]

@@ -71,6 +71,10 @@ class SeqFTCRFConfig(PreTrainedConfig):
         """The encoder's vocabulary size (peft's prompt methods look for the word embeddings by it)."""
         return self.encoder_config.vocab_size
 
+    @vocab_size.setter
+    def vocab_size(self, value: int) -> None:  # `resize_token_embeddings` sets it
+        self.encoder_config.vocab_size = value
+
     @property
     def max_position_embeddings(self) -> int | None:
         return getattr(self.encoder_config, "max_position_embeddings", None)
