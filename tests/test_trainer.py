@@ -300,7 +300,7 @@ class MeanLossTrainer:
         return (loss, outputs) if return_outputs else loss
 
 
-class Tagger(nn.Module):
+class PlainTagger(nn.Module):
     """A model of one's own: no config, a forward without **kwargs."""
 
     def __init__(self):
@@ -319,7 +319,7 @@ def test_an_override_that_does_not_call_super_is_scaled_as_the_stock_trainer_sca
     results = {}
     for base in (Trainer, SeqFTTrainer):
         for accumulation in (1, 2):
-            model = Tagger()
+            model = PlainTagger()
             before = model.head.weight.detach().clone()
             args = settings(tmp_path, cls=TrainingArguments, batch=8 // accumulation, accumulation=accumulation)
             trainer = type("Mine", (MeanLossTrainer, base), {})(model, args, collator(), data)
@@ -333,10 +333,10 @@ def test_an_override_that_does_not_call_super_is_scaled_as_the_stock_trainer_sca
 
 def test_class_weights_on_a_model_without_a_config(tmp_path):
     args = settings(tmp_path, class_weights=[1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0])
-    trainer = SeqFTTrainer(Tagger(), args, collator(), tokenised())
+    trainer = SeqFTTrainer(PlainTagger(), args, collator(), tokenised())
     assert trainer.train().training_loss > 0
-    with pytest.raises(RecipeError, match="'balanced' needs the number of labels .* Tagger has no config"):
-        SeqFTTrainer(Tagger(), settings(tmp_path, class_weights="balanced"), collator(), tokenised())
+    with pytest.raises(RecipeError, match="'balanced' needs the number of labels .* PlainTagger has no config"):
+        SeqFTTrainer(PlainTagger(), settings(tmp_path, class_weights="balanced"), collator(), tokenised())
 
 
 def test_resuming_in_code_checks_the_checkpoint(tmp_path):
