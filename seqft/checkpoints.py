@@ -211,6 +211,23 @@ PREVIOUS_RUN_FILES = (
     "test_confusion_matrix.png",
 )
 PREVIOUS_RUN_DIRS = ("merged", "student_base")  # merge_adapter's plain model; an adapted student's own blocks
+# An earlier run's saved model, which the new one need not overwrite: a full model beside a new adapter (or an
+# adapter beside a new full model) is what the Auto classes and seqft.predict load, not the new run's
+PREVIOUS_MODEL_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "base_config",
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "README.md",
+    "seqft_recipe.json",
+    "seqft_eval_recipe.json",
+)
+_SHARD_RE = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
 
 
 def previous_run(output_dir: str | os.PathLike) -> list[str]:
@@ -268,9 +285,15 @@ def clear_interrupted_saves(output_dir: str) -> None:
         logger.warning(f"Deleted {_listing(found)} from {output_dir}: saves that were cut short, never complete.")
 
 
-def clear_previous_run(output_dir: str) -> None:
-    """Delete an earlier run's checkpoints and results from `output_dir` (`overwrite_output_dir`); main process."""
+def clear_previous_run(output_dir: str, model_source: str | None = None) -> None:
+    """Delete an earlier run's checkpoints, results and saved model from `output_dir` (`overwrite_output_dir`);
+    main process. The model files stay when `output_dir` is `model_source`, the folder this run trains on from
+    (an adapter's base must stay where its config points; what the new run saves overwrites the rest)."""
     found = previous_run(output_dir)
+    same = model_source is not None and os.path.isdir(model_source) and os.path.samefile(model_source, output_dir)
+    if os.path.isdir(output_dir) and not same:
+        names = os.listdir(output_dir)
+        found += [n for n in PREVIOUS_MODEL_FILES if n in names] + sorted(n for n in names if _SHARD_RE.match(n))
     for name in found:
         path = os.path.join(output_dir, name)
         if os.path.isdir(path) and not os.path.islink(path):

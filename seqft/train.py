@@ -581,7 +581,7 @@ def run(argv=None) -> dict:
     if fresh and training_args.overwrite_output_dir and training_args.should_save:
         # only now, with data, labels, model and trainer built (the trainer refuses some settings): a run that fails
         # on its inputs leaves the earlier one intact
-        checkpoints.clear_previous_run(training_args.output_dir)
+        checkpoints.clear_previous_run(training_args.output_dir, seqdata.resolve_path(model_args.model_name_or_path))
     elif fresh and resuming_last and training_args.should_save:  # a job killed during its first save, restarted
         checkpoints.clear_interrupted_saves(training_args.output_dir)
     if staged_base and training_args.should_save:

@@ -193,6 +193,29 @@ def test_an_earlier_run_in_output_dir_is_refused_or_replaced(fixture_dir, tmp_pa
     assert "It has no checkpoint to resume: set 'overwrite_output_dir': true" in capsys.readouterr().err
 
 
+def test_a_full_run_written_over_an_adapter_run_loads_as_itself(fixture_dir, tmp_path):
+    """overwrite_output_dir deleted the earlier run's checkpoints and results but not its model: a full model
+    written over a LoRA run kept adapter_config.json beside it, and the Auto classes and seqft.predict loaded the
+    stale adapter (found by an audit)."""
+    from seqft.predict import Predictor, read_input
+
+    out = tmp_path / "run"
+    lora = {"peft_type": "LORA", "r": 2, "target_modules": ["query"]}
+    assert main([recipe(fixture_dir, out, peft_config=lora, do_eval=False)]) == 0
+    assert (out / "adapter_config.json").is_file() and (out / "base_config").is_dir()
+    assert main([recipe(fixture_dir, out, overwrite_output_dir=True, learning_rate=5e-3, do_eval=False)]) == 0
+    assert not (out / "adapter_config.json").exists() and not (out / "base_config").exists()
+    assert not hasattr(AutoModelForTokenClassification.from_pretrained(out), "peft_config")
+    documents = read_input(str(fixture_dir / "test.txt"), "conll")
+    predicted = "".join(p.to_conll() + "\n" for p in Predictor(out).predict_documents(documents))
+    written = [line.split()[-1] for line in (out / "test_predictions.txt").read_text().splitlines() if line.strip()]
+    assert [line.split()[-1] for line in predicted.splitlines() if line.strip() and "DOCSTART" not in line] == written
+
+    # training on from the folder itself keeps the model it loads from (an adapter's base)
+    assert main([recipe(fixture_dir, out, model_name_or_path=str(out), overwrite_output_dir=True, max_steps=1)]) == 0
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+
+
 def test_resume_refuses_other_settings_and_allows_a_longer_run(fixture_dir, tmp_path, capsys):
     out = tmp_path / "run"
     first = dict(max_steps=2, save_strategy="steps", save_steps=2, do_eval=False, do_predict=False)
