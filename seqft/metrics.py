@@ -16,7 +16,7 @@ import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, IOBES, Entities
 
-from .labels import SCHEMES, convert
+from .labels import SCHEMES, convert, entity_types
 
 # seqeval's strict-mode scheme per seqft scheme; IOB1 is converted to IOB2 first (seqeval has no strict IOB1).
 _STRICT_SCHEMES = {"IOB1": IOB2, "IOB2": IOB2, "BIOES": IOBES}
@@ -104,7 +104,11 @@ def _tag_counts(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
 
 
 def sequence_metrics(
-    true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: str, entity_level: bool = False
+    true: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    scheme: str,
+    entity_level: bool = False,
+    types: Sequence[str] = (),
 ) -> dict[str, float]:
     """Scores of `pred` against `true` (sentences of tags in `scheme`), ready for ``Trainer`` logs.
 
@@ -114,6 +118,9 @@ def sequence_metrics(
     every IOB1 sequence is well-formed, so for IOB1 strict equals default); token ``accuracy``; and with
     `entity_level`, ``{TYPE}_precision``/``_recall``/``_f1`` (default mode) and ``{TYPE}_number`` (gold count),
     plus run_ner.py's ``overall_precision``/``_recall``/``_f1``/``_accuracy`` (the same values as the plain keys).
+    The per-type keys cover the types seen in gold or predictions and every type in `types` (the model's entity
+    types: one that neither has gets 0 and ``_number`` 0), so each evaluation of a run logs the same keys and
+    `metric_for_best_model` may name any type.
 
     ``plain`` (POS-style) tags: only ``accuracy``, ``micro_f1`` and ``macro_f1`` over tags (the tags seen in gold or
     predictions; micro F1 equals accuracy); `entity_level` is ignored. A predicted None (a word truncation left
@@ -137,6 +144,8 @@ def sequence_metrics(
     if entity_level:
         # run_ner.py's names for the same four scores, so that its scripts and `metric_for_best_model` carry over
         metrics.update({f"overall_{key}": metrics[key] for key in ("precision", "recall", "f1", "accuracy")})
+        for type_ in types:
+            counts.setdefault(type_, (0, 0, 0))
         for type_, row in _report(counts).items():
             if type_.endswith(" avg"):
                 continue
@@ -145,10 +154,15 @@ def sequence_metrics(
     return metrics
 
 
+def _entity_types(label_names, scheme: str) -> list[str]:
+    """The entity types of a model's labels (none for plain tags)."""
+    return [] if scheme == "plain" else entity_types(label_names)
+
+
 def metric_names(label_names: Sequence[str], scheme: str, entity_level: bool = False) -> list[str]:
     """The keys `sequence_metrics` returns for data with these labels (every entity type present), e.g. to check
     `metric_for_best_model` before training rather than at the first evaluation."""
-    return sorted(sequence_metrics([list(label_names)], [list(label_names)], scheme, entity_level))
+    return sorted(sequence_metrics([[]], [[]], scheme, entity_level, types=_entity_types(label_names, scheme)))
 
 
 def classification_report_dict(
@@ -214,6 +228,7 @@ def build_compute_metrics(
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown label scheme {scheme!r}: expected one of {', '.join(SCHEMES)}.")
     id2label = dict(id2label)
+    types = _entity_types(id2label.values(), scheme)
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
@@ -222,6 +237,6 @@ def build_compute_metrics(
         if isinstance(label_ids, tuple):
             label_ids = label_ids[0]
         aligned = align_predictions(predictions, label_ids, id2label)
-        return sequence_metrics(aligned.labels, aligned.predictions, scheme, entity_level)
+        return sequence_metrics(aligned.labels, aligned.predictions, scheme, entity_level, types)
 
     return compute_metrics

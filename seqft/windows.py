@@ -570,6 +570,7 @@ def build_compute_metrics(
 
     split = WindowedSplit(windows_dataset)
     missing = schemes.missing_tag(scheme)
+    types = [] if scheme == "plain" else schemes.entity_types(id2label.values())  # every type's keys, every time
     gold = gold[:] if gold is not None else None  # a datasets `Column` is read whole once, not a row per example
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
@@ -589,7 +590,7 @@ def build_compute_metrics(
                 keep = [t is not None for t in merged_gold[k]]
                 true.append([t for t, ok in zip(merged_gold[k], keep) if ok])
                 pred.append([p for p, ok in zip(predicted[k], keep) if ok])
-        return sequence_metrics(true, pred, scheme, entity_level)
+        return sequence_metrics(true, pred, scheme, entity_level, types)
 
     return compute_metrics
 

@@ -318,6 +318,15 @@ def test_metric_for_best_model_is_checked_before_training(fixture_dir, tmp_path,
     assert not out.exists() or not list(out.glob("checkpoint-*"))  # no step was trained
     assert main([recipe(fixture_dir, out, metric_for_best_model="eval_PER_f1", **args)]) == 0
 
+    # a type the validation set lacks (and the model does not predict) is still reported, as 0 with number 0: it
+    # passed the check above, then stopped the run at its first evaluation with a KeyError (found by an audit)
+    write_conll(tmp_path / "per.txt", [s for s in SENTENCES if not any("ORG" in t for t in s[1])])
+    only_per = dict(args, validation_file=str(tmp_path / "per.txt"), overwrite_output_dir=True)
+    assert main([recipe(fixture_dir, out, metric_for_best_model="ORG_number", **only_per)]) == 0
+    logged = [log for log in json.loads((out / "trainer_state.json").read_text())["log_history"] if "eval_f1" in log]
+    assert logged and all(log["eval_ORG_number"] == 0 and log["eval_ORG_f1"] == 0.0 for log in logged)
+    assert len({frozenset(log) for log in logged}) == 1  # every evaluation logs the same keys
+
 
 @pytest.mark.parametrize(
     "overrides, message",
