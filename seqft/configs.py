@@ -7,6 +7,7 @@ checks that need more than one dataclass live in `validate_args`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,6 +35,31 @@ def _json_field(value, key: str):
             raise RecipeError(f"'{key}' must be a JSON object, got {value!r}: {err.msg}.") from None
     if value is not None and not isinstance(value, dict):
         raise RecipeError(f"'{key}' must be a JSON object (e.g. {{\"r\": 16}}), got {type(value).__name__}.")
+    return value
+
+
+def _report_to(value):
+    """`report_to`: "none", "all", an integration name or a list of them (a JSON list on the command line), checked
+    against transformers' integrations here rather than in a traceback once the data is read."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise RecipeError(f"'report_to' = {value!r} is not a JSON list: {err.msg}.") from None
+    if value is None:
+        return value
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [value] if isinstance(value, str) else value
+    allowed = ["none", "all", *sorted(INTEGRATION_TO_CALLBACK)]
+    for name in names if isinstance(names, list) else [names]:
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            raise RecipeError(
+                f"'report_to' = {value!r}: {name!r} is not an integration."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+                + f" Use one of {', '.join(allowed)}, or a list of them."
+            )
     return value
 
 
@@ -478,6 +504,7 @@ class SeqFTConfig(TrainingArguments):
     def __post_init__(self):
         self.distill_layer_map = _json_field(self.distill_layer_map, "distill_layer_map")
         self.class_weights = _class_weights(self.class_weights)
+        self.report_to = _report_to(self.report_to)
         if self.layer_decay is not None:
             _check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "0 < layer_decay <= 1")
         if self.head_learning_rate is not None:

@@ -319,6 +319,8 @@ def read_json(path: str) -> list[tuple[str, dict]]:
             raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}.") from None
         if isinstance(data, dict) and "data" in data:
             data = data["data"]
+        elif isinstance(data, dict):  # one object: a JSON Lines file of one row, as datasets reads it
+            return [("1", data)]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise DataError(f"{path}: expected a list of objects (or JSON Lines, one object per line).")
         return [(f"row {i}", row) for i, row in enumerate(data)]

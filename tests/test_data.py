@@ -387,6 +387,10 @@ def test_json_jsonl_csv(tmp_path):
         cols = seqdata.read_file(str(tmp_path / name), data_args())
         assert cols["tokens"] == [w for w, _ in SENTENCES], name
         assert cols["tags"] == [t for _, t in SENTENCES], name
+    # JSON Lines of one row in a .json file (datasets reads it as one row) was refused as "not a list of objects"
+    (tmp_path / "one.json").write_text(json.dumps(rows[0]) + "\n")
+    cols = seqdata.read_file(str(tmp_path / "one.json"), data_args())
+    assert cols["tokens"] == [SENTENCES[0][0]] and cols["source"] == [f"{tmp_path / 'one.json'}:1"]
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,8 @@ BAD_RECIPES = [
     ({**BASE, "label_scheme": "BILOU"}, "'label_scheme' = 'BILOU': expected one of IOB2, IOB1, BIOES, plain, auto"),
     ({**BASE, "max_seq_length": 2}, "'max_seq_length' = 2 is out of range: expected an integer >= 8"),
     ({**BASE, "resume_from_checkpoint": True}, "expected a string or null. For the last checkpoint in output_dir"),
+    ({**BASE, "report_to": "tensorbord"}, "'tensorbord' is not an integration. Did you mean 'tensorboard'?"),
+    ({**BASE, "report_to": ["none", "wandbb"]}, "'wandbb' is not an integration. Did you mean 'wandb'?"),
 ]
 
 
@@ -141,6 +143,10 @@ def test_list_flags_take_json_as_in_a_recipe_or_spaced_values(tmp_path):
     assert data_args.csv_column_names == ["label", "text"]
     with pytest.raises(RecipeError, match=r"--student_layers: '\[0, 2' is not a JSON list"):
         parse_recipe([path, "--student_layers", "[0, 2"])
+    # report_to also takes one name, so argparse passed the JSON text through: it failed in a traceback once the
+    # data was read (found by an audit)
+    assert parse_recipe([path, "--report_to", '["none"]'])[2].report_to == []
+    assert parse_recipe([path, "--report_to", "none"])[2].report_to == []
 
 
 def test_a_json_value_of_a_flag_is_not_read_as_the_recipe(tmp_path):
