@@ -397,6 +397,16 @@ class DataArguments:
                 raise RecipeError("set 'text_column_name' (one column) or 'text_column_names' (joined), not both.")
         if not self.csv_header and not self.csv_column_names:
             raise RecipeError("'csv_header' is false: name the CSV columns in 'csv_column_names'.")
+        if self.csv_header and self.csv_column_names:  # the header line would be read as a row, or a row skipped
+            raise RecipeError(
+                "'csv_column_names' names the columns of headerless CSV files, but 'csv_header' is true (the first "
+                "line names them): set 'csv_header': false if the first line is data, else remove csv_column_names."
+            )
+        if self.label_id_base is not None and not self.label_names_file:
+            raise RecipeError(
+                "'label_id_base' says whether label ids count from 0 or 1 against 'label_names_file', and there is "
+                "none: set label_names_file (one name per line), or remove label_id_base."
+            )
         if self.csv_column_names is not None and len(set(self.csv_column_names)) != len(self.csv_column_names):
             raise RecipeError(f"'csv_column_names' = {self.csv_column_names!r} names a column twice.")
         token_only = {"doc_context": 0, "label_all_tokens": False, "truncate_long_sentences": False, "stride": None}

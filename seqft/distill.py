@@ -376,7 +376,8 @@ def check_teacher_labels(teacher: nn.Module, raw: Mapping) -> None:
         f"the teacher ({name}) does not predict {what}, which the data uses ({where}). The student learns the "
         f"teacher's labels ({', '.join(teacher_labels)}), so every label of the data must be one of them: distil "
         f"from a teacher fine-tuned with {'these labels' if len(tags) > 1 else 'this label'}, or map or remove "
-        f"{'them' if len(tags) > 1 else 'it'} in the data (rename to one of the teacher's labels, or tag O)."
+        f"{'them' if len(tags) > 1 else 'it'} in the data (rename to one of the teacher's labels"
+        f"{', or tag O' if prefixed else ''})."
     )
 
 

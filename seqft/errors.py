@@ -19,6 +19,17 @@ class Interrupted(SeqFTError):
     exit_status = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
 
 
+def other_head_size(err: RuntimeError, model_name_or_path: str, num_labels: int, hint: str = "") -> RecipeError | None:
+    """The RecipeError for `from_pretrained`'s error on a fine-tuned classifier of another size than the data's
+    labels (None for any other RuntimeError, to re-raise)."""
+    if "ignore_mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
+        return None
+    return RecipeError(
+        f"'model_name_or_path' = {model_name_or_path!r} has a classifier for another number of labels than the "
+        f"data's {num_labels}: set 'ignore_mismatched_sizes': true to train a new one.{hint}"
+    )
+
+
 def run_cli(run, argv=None) -> int:
     """Call `run(argv)`; a SeqFTError becomes one `seqft: error: ...` line on stderr and exit status 2 (an
     `Interrupted` run: `seqft: stopped: ...` and 143)."""

@@ -15,7 +15,8 @@ Inputs (files, or stdin when none is given or for `-`), by suffix or, for `.txt`
   text in a script without spaces): words from the first column, `-DOCSTART-` lines start documents, other columns
   (e.g. gold tags) and the `-DOCSTART-` lines are kept in `--format conll` output; every word line has as many
   columns as the first;
-- JSON Lines: `{"tokens": [...]}` or `{"text": "..."}` per line; other keys are copied to the output, and an
+- JSON Lines: `{"tokens": [...]}` or `{"text": "..."}` per line; other keys are copied to the output (one the
+  output also writes, such as gold `tags`, as `input_tags`), and an
   integer `doc_id` groups rows into documents (a row without one is its own, in training too). CSV files and JSON
   arrays are refused: write them as JSON Lines.
 
@@ -422,6 +423,12 @@ def position_limit(config, model=None) -> int | None:
     return limit
 
 
+def with_inputs(inputs: dict, outputs: dict) -> dict:
+    """An output record: the input row's keys, then `outputs`. An input key the output also has (a gold `tags` or
+    `label`) is kept as `input_<key>`, not overwritten."""
+    return {**{(f"input_{key}" if key in outputs else key): value for key, value in inputs.items()}, **outputs}
+
+
 @dataclass
 class Prediction:
     """The labelled words of one document, and its entities."""
@@ -433,11 +440,11 @@ class Prediction:
 
     def to_json(self) -> dict:
         doc = self.document
-        record = {"source": doc.source, **doc.extra}
-        if doc.text is not None:
-            record["text"] = doc.text
-        record.update(tokens=doc.words, tags=self.tags, entities=self.entities)
-        return record
+        outputs = {"source": doc.source, "text": doc.text, "tokens": doc.words, "tags": self.tags}
+        if doc.text is None:
+            del outputs["text"]
+        record = with_inputs(doc.extra, {**outputs, "entities": self.entities})
+        return {"source": record.pop("source"), **record}
 
     def to_conll(self) -> str:
         """One `columns... tag` line per word, after the `-DOCSTART-` lines that preceded the sentence in the input

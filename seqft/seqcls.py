@@ -41,7 +41,7 @@ only call in:
 * **Prediction** (`TextClassifier`, `predict_cli`): `python -m seqft.predict MODEL_DIR` on such a model reads
   raw text (one per line) or JSON Lines (`{"text": ..., "text_pair": ...}`) and writes JSON Lines with `label` and
   `score` (multi-label: also `labels` over the threshold and every label's `scores`); scores are those of
-  `pipeline("text-classification")`.
+  `pipeline("text-classification")`. A row's other keys are copied (a gold `label` as `input_label`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as seqdata
-from .errors import DataError, RecipeError, SeqFTError
+from .errors import DataError, RecipeError, SeqFTError, other_head_size
 
 logger = logging.getLogger("seqft")
 
@@ -198,8 +198,13 @@ def _columns(data_args, available: Sequence[str], path: str) -> tuple[list[str],
     return texts, pair, label
 
 
+def _missing(value) -> bool:
+    """None, or a float NaN: JSON's `NaN`, as pandas writes a missing value."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def _text(value, where: str, column: str) -> str:
-    if value is None:
+    if _missing(value):
         return ""
     if isinstance(value, (dict, list)):
         raise DataError(f"{where}: column '{column}' must hold text, got {type(value).__name__}.")
@@ -325,8 +330,8 @@ def _atoms(value, multi: bool | None, where: str, column_hint: str = "label") ->
                 f"{MULTI_LABEL} (or leave it out to infer it)."
             )
         return value
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise DataError(f"{where}: no label (empty {column_hint}).")
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{where}: no label (empty {column_hint}, null or NaN).")
     return [value]
 
 
@@ -483,9 +488,13 @@ def load_raw_splits(data_args, seed: int, cache_dir=None, token=None, limit: boo
 
 def evaluate_as_trained(data_args, model_path: str, load_kwargs: dict) -> None:
     """For a run that evaluates a fine-tuned classifier without training it: its problem type and multi-label
-    threshold (saved in its config) unless the recipe sets them. An explicit other problem type is an error; an
-    explicit threshold other than the default wins. Sets them on `data_args`, which the resolved recipe records."""
+    threshold (saved in its config) and the side long texts were cut on (saved with its tokenizer) unless the
+    recipe sets them. An explicit other problem type is an error; an explicit threshold or side other than the
+    default wins. Texts where it was trained on pairs, or pairs where it was trained on texts, are an error. Sets
+    them on `data_args`, which the resolved recipe records."""
     import dataclasses
+
+    from .predict import read_json_file, read_recipe
 
     from transformers import AutoConfig
 
@@ -500,10 +509,23 @@ def evaluate_as_trained(data_args, model_path: str, load_kwargs: dict) -> None:
                 "problem_type to evaluate it as it was trained."
             )
         data_args.problem_type = saved
+    defaults = {f.name: f.default for f in dataclasses.fields(data_args)}
     threshold = getattr(config, "multi_label_threshold", None)
-    default = {f.name: f.default for f in dataclasses.fields(data_args)}["multi_label_threshold"]
-    if isinstance(threshold, float) and data_args.multi_label_threshold == default:
+    if isinstance(threshold, float) and data_args.multi_label_threshold == defaults["multi_label_threshold"]:
         data_args.multi_label_threshold = threshold
+    tokenizer_config = os.path.join(model_path, "tokenizer_config.json")
+    side = read_json_file(tokenizer_config).get("truncation_side") if os.path.isfile(tokenizer_config) else None
+    if side in ("left", "right") and data_args.truncation_side == defaults["truncation_side"]:
+        data_args.truncation_side = side
+    recipe = read_recipe(model_path)  # {} for a model trained elsewhere: nothing to compare
+    trained_pair = recipe.get("text_pair_column_name")
+    if recipe and bool(trained_pair) != bool(data_args.text_pair_column_name):
+        raise RecipeError(
+            f"{model_path} was trained on text pairs ('{trained_pair}' as the second text): set "
+            "'text_pair_column_name' to the column of the second texts."
+            if trained_pair
+            else f"{model_path} was trained on single texts: remove 'text_pair_column_name'."
+        )
 
 
 def load_model(model_args, label_names: list[str], problem_type: str, load_kwargs: dict, threshold: float = 0.5):
@@ -526,9 +548,15 @@ def load_model(model_args, label_names: list[str], problem_type: str, load_kwarg
         config.classifier_dropout = model_args.classifier_dropout
     if problem_type == MULTI_LABEL:
         config.multi_label_threshold = threshold
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **load_kwargs
-    )
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **load_kwargs
+        )
+    except RuntimeError as err:
+        error = other_head_size(err, model_args.model_name_or_path, len(label_names))
+        if error is None:
+            raise
+        raise error from None
 
 
 def configure_tokenizer(tokenizer, truncation_side: str, max_length: int | None = None):
@@ -991,7 +1019,7 @@ def predict_cli(args) -> int:
     pairs = [r.get("text_pair") for r in rows]
     if any(p is not None for p in pairs) and any(p is None for p in pairs):
         raise DataError("some rows have a 'text_pair' and others not: give every row a pair, or none.")
-    from .predict import read_recipe
+    from .predict import read_recipe, with_inputs
 
     trained_on = read_recipe(args.model_dir).get("text_pair_column_name")
     if rows and (trained_on is not None) != (pairs[0] is not None):
@@ -1007,8 +1035,8 @@ def predict_cli(args) -> int:
     results = classifier.predict([r["text"] for r in rows], pairs if pairs and pairs[0] is not None else None)
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     try:
-        for row, result in zip(rows, results):
-            out.write(json.dumps({**row, **result}, ensure_ascii=False) + "\n")
+        for row, result in zip(rows, results):  # a gold `label` or `score` in the row is kept as `input_<key>`
+            out.write(json.dumps(with_inputs(row, result), ensure_ascii=False) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()

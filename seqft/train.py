@@ -25,7 +25,7 @@ from . import adapters, checkpoints, distill, seqcls
 from . import data as seqdata
 from . import windows as seqwin
 from .configs import validate_args
-from .errors import Interrupted, RecipeError, SeqFTError, run_cli
+from .errors import Interrupted, RecipeError, SeqFTError, other_head_size, run_cli
 from .labels import missing_tag, placeholder_names
 from .metrics import build_compute_metrics, metric_names
 from .parser import parse_recipe, resolved_recipe
@@ -156,29 +156,32 @@ def load_model(model_args, label_names: list[str], scheme: str, tokenizer, load_
                 path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **load_kwargs
             )
         except RuntimeError as err:
-            if "ignore_mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
-                raise
             trained = AutoConfig.from_pretrained(path, **load_kwargs)  # as saved: `config` has the data's labels
             hint = other_scheme_hint(known_labels(trained) or [], trained_scheme(trained), label_names, scheme)
-            raise RecipeError(
-                f"'model_name_or_path' = {model_args.model_name_or_path!r} has a classifier for another number of "
-                f"labels than the data's {len(label_names)}: set 'ignore_mismatched_sizes': true to train a new "
-                f"one.{hint}"
-            ) from None
+            error = other_head_size(err, model_args.model_name_or_path, len(label_names), hint)
+            if error is None:
+                raise
+            raise error from None
     model.config.label_scheme = scheme
     return model
 
 
 def carry_over_rows(model, checkpoint_labels: list[str], label_names: list[str]) -> int:
-    """A fine-tuned softmax classifier trained on from data with another label set of the same size: its rows
-    loaded in the checkpoint's order, so they served other labels (old `B-LOC` as new `O`). Keep the rows of the
-    labels both lists have, matched by name, and start the others fresh. Returns the number of rows kept."""
+    """A fine-tuned softmax classifier (token or sequence) whose rows answer `checkpoint_labels`, in a run whose
+    labels are `label_names`, as many (another set, or the same in another order, as a `label_names_file` gives):
+    its rows loaded in the checkpoint's order, so they served other labels (old `B-LOC` as new `O`). Keep the rows of
+    the labels both lists have, matched by name, start the others fresh, and name the rows in the config. Returns
+    the number of rows kept."""
     import torch
     from torch import nn
 
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, nn.Linear) or head.out_features != len(checkpoint_labels):
+    candidates = [getattr(model, "classifier", None), getattr(getattr(model, "classifier", None), "out_proj", None)]
+    candidates.append(getattr(model, "score", None))  # the output layer: BERT-style, RoBERTa-style heads, `score`
+    head = next((m for m in candidates if isinstance(m, nn.Linear) and m.out_features == len(checkpoint_labels)), None)
+    if head is None:
         return 0
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: i for i, name in enumerate(label_names)}
     old = {name: i for i, name in enumerate(checkpoint_labels)}
     weight, bias = head.weight.detach().clone(), None if head.bias is None else head.bias.detach().clone()
     with torch.no_grad():
@@ -487,10 +490,15 @@ def run(argv=None) -> dict:
         model = seqcls.load_model(model_args, label_names, scheme, load_kwargs, data_args.multi_label_threshold)
     else:
         model = load_model(model_args, label_names, scheme, tokenizer, load_kwargs)
-        if keep_order is not None and set(keep_order) != set(label_names) and not model_args.use_crf:
-            carry_over_rows(model, keep_order, label_names)  # same number of rows: loaded in the old order
     if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
         model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
+    # a head trained elsewhere answers in its own label order: the teacher's (copied), or a fine-tuned checkpoint's
+    # (trained on: another label set of the same size, or a label_names_file's order beside a teacher)
+    trained_rows = (
+        distill.label_names(teacher) if copies_teacher else None if student_from_teacher else checkpoint_labels
+    )
+    if trained_rows is not None and list(trained_rows) != label_names and not model_args.use_crf:
+        carry_over_rows(model, list(trained_rows), label_names)  # same number of rows: loaded in the old order
     virtual_tokens = adapters.virtual_tokens(model_args.peft_config)
     max_length = resolve_max_length(data_args.max_seq_length, tokenizer, model.config, virtual_tokens)
 

@@ -138,7 +138,7 @@ def test_list_flags_take_json_as_in_a_recipe_or_spaced_values(tmp_path):
         _, _, training_args, _ = parse_recipe([path, *argv, "--teacher_model_name_or_path", "t"])
         assert training_args.student_layers == [0, 2, 4]
     _, data_args, _, _ = parse_recipe(
-        [path, "--task", "sequence-classification", "--csv_column_names", '["label", "text"]']
+        [path, "--task", "sequence-classification", "--csv_header", "false", "--csv_column_names", '["label", "text"]']
     )
     assert data_args.csv_column_names == ["label", "text"]
     with pytest.raises(RecipeError, match=r"--student_layers: '\[0, 2' is not a JSON list"):

@@ -180,12 +180,14 @@ def test_conll_out_keeps_every_document_start_in_place(model_dir, tmp_path, caps
 
 def test_jsonl_tokens_and_text_rows(model_dir, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
-    rows = [{"id": 7, "tokens": TEXTS[0].split()}, {"text": TEXTS[1], "meta": {"a": 1}}]
+    gold = ["O"] * len(TEXTS[0].split())  # a key the output also writes is kept as input_<key>, not overwritten
+    rows = [{"id": 7, "tokens": TEXTS[0].split(), "tags": gold}, {"text": TEXTS[1], "meta": {"a": 1}}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     code, out, err = run_cli([str(model_dir), str(path)], capsys)
     assert code == 0, err
     first, second = (json.loads(line) for line in out.splitlines())
     assert first["id"] == 7 and first["tokens"] == TEXTS[0].split() and "text" not in first
+    assert first["input_tags"] == gold and len(first["tags"]) == len(gold) and next(iter(first)) == "source"
     assert second["meta"] == {"a": 1} and second["text"] == TEXTS[1]
     # a word list gets offsets into the words joined by single spaces, as the pipeline's is_split_into_words does
     assert_same_entities(first["entities"], Predictor(model_dir).predict([TEXTS[0]])[0])

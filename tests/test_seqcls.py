@@ -239,6 +239,16 @@ def test_missing_column_and_ragged_row(tmp_path):
         seqcls.load_raw_splits(data_args(train_file=str(tmp_path / "r.csv"), **AG_NEWS), seed=0)
 
 
+def test_nan_is_a_missing_label_or_text(tmp_path):
+    """JSON's NaN (pandas writes it for a missing value) was read as the class "nan" and the text "nan"."""
+    (tmp_path / "l.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": NaN}\n')
+    with pytest.raises(DataError, match=r"l\.jsonl:2: no label \(empty label, null or NaN\)"):
+        seqcls.load_raw_splits(data_args(train_file=str(tmp_path / "l.jsonl")), seed=0)
+    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": NaN, "label": "x"}\n')
+    with pytest.raises(DataError, match=r"t\.jsonl:2: the text is empty"):
+        seqcls.load_raw_splits(data_args(train_file=str(tmp_path / "t.jsonl")), seed=0)
+
+
 def test_label_unseen_in_training(tmp_path):
     (tmp_path / "tr.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
     (tmp_path / "te.jsonl").write_text('{"text": "a", "label": "z"}\n')
@@ -250,6 +260,11 @@ def test_label_unseen_in_training(tmp_path):
 def test_recipe_checks(root, tmp_path):
     with pytest.raises(RecipeError, match="'csv_header' is false: name the CSV columns"):
         data_args(csv_header=False)
+    # the header line was read as a row (a phantom class "label"); or, with a headerless file, a row as the header
+    with pytest.raises(RecipeError, match="'csv_column_names' names the columns of headerless CSV files, but"):
+        data_args(csv_column_names=["text", "label"])
+    with pytest.raises(RecipeError, match="'label_id_base' says whether label ids count from 0 or 1 against"):
+        data_args(label_id_base=1)
     with pytest.raises(RecipeError, match="'label_names_file' applies to task sequence-classification"):
         DataArguments(label_names_file="x.txt")
     with pytest.raises(RecipeError, match="'doc_context' applies to token classification"):
@@ -325,6 +340,10 @@ def test_predict_cli(trained, tmp_path, capsys):
     assert predict_main([str(trained), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o2.jsonl")]) == 0
     row = json.loads((tmp_path / "o2.jsonl").read_text())
     assert row["id"] == 7 and row["source"].endswith("in.jsonl:1")
+    (tmp_path / "gold.jsonl").write_text('{"text": "paris", "label": "my-gold", "score": 3}\n')  # overwritten before
+    assert predict_main([str(trained), str(tmp_path / "gold.jsonl"), "-o", str(tmp_path / "o3.jsonl")]) == 0
+    row = json.loads((tmp_path / "o3.jsonl").read_text())
+    assert (row["input_label"], row["input_score"]) == ("my-gold", 3) and row["label"] in CLASSES
     assert predict_main([str(trained), str(tmp_path / "in.txt"), "--format", "conll"]) == 2
     assert "a sequence classifier writes JSON Lines" in capsys.readouterr().err
     (tmp_path / "in.csv").write_text("text,label\nberlin is a city,World\n")  # the header and labels as text
@@ -427,7 +446,7 @@ def test_multi_label_end_to_end(root, tmp_path):
 def test_sentence_pairs_and_truncation(root, tmp_path, capsys):
     rows = [{"premise": f"{a} {b}", "hypothesis": c, "label": "same" if k % 2 else "other"}
             for k, a, b in make_rows(24) for c in [b.split()[0]]]  # fmt: skip
-    rows[0]["premise"] = " ".join(["john"] * 40)  # longer than max_seq_length
+    rows[0]["premise"] = " ".join(["john"] * 40) + " " + rows[0]["premise"]  # longer than max_seq_length
     (tmp_path / "pairdata.json").write_text(json.dumps(rows))
     out = tmp_path / "pairs"
     args = recipe(root, out, train_file=str(tmp_path / "pairdata.json"), test_file=str(tmp_path / "pairdata.json"),
@@ -453,6 +472,25 @@ def test_sentence_pairs_and_truncation(root, tmp_path, capsys):
     (tmp_path / "p.jsonl").write_text(json.dumps(pair) + "\n")
     assert predict_main([str(out), str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "p.out")]) == 0
     assert json.loads((tmp_path / "p.out").read_text())["label"] == mine["label"]
+    # evaluated without training, as it was trained: cut on the left (the recipe says nothing), and pairs
+    recipe_file = json.loads(Path(args).read_text())
+    recipe_file.update(model_name_or_path=str(out), do_train=False, output_dir=str(tmp_path / "again"))
+    del recipe_file["truncation_side"], recipe_file["train_file"], recipe_file["validation_split_percentage"]
+    recipe_file["do_eval"] = False
+    evaluate = tmp_path / "again.json"
+    evaluate.write_text(json.dumps(recipe_file))
+    assert main([str(evaluate)]) == 0
+    again_test = json.loads((tmp_path / "again" / "test_results.json").read_text())
+    assert again_test["test_accuracy"] == test["test_accuracy"]
+    scores = [json.loads(line)["score"] for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    rescored = (tmp_path / "again" / "test_predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["score"] for line in rescored] == pytest.approx(scores, abs=1e-6)  # right: other texts
+    recipe_file["text_pair_column_name"] = None
+    evaluate.write_text(json.dumps(recipe_file))
+    assert main([str(evaluate)]) == 2
+    assert "was trained on text pairs ('hypothesis' as the second text): set 'text_pair_column_name'" in (
+        capsys.readouterr().err
+    )
     # a pair model given single texts was answered anyway; a row without its second text was trained on
     (tmp_path / "single.txt").write_text(pair["text"] + "\n")
     assert predict_main([str(out), str(tmp_path / "single.txt")]) == 2
@@ -679,6 +717,59 @@ def test_training_on_from_a_classifier_keeps_its_label_order(root, trained, tmp_
         [json.loads(x) for x in (d / "test_predictions.jsonl").read_text().splitlines()] for d in (trained, out)
     )
     assert [r["predicted"] for r in after] == [r["predicted"] for r in before]
+
+
+def _as_names(root, tmp_path, rename=None):
+    """The fixture's train and test files with class names for ids (`rename`: old name -> new name)."""
+    rename = rename or {}
+    for split in ("train", "test"):
+        lines = (root / f"{split}.csv").read_text(encoding="utf-8").splitlines()
+        rows = [(rename.get(CLASSES[int(a) - 1], CLASSES[int(a) - 1]), b, c) for a, b, c in csv.reader(lines)]
+        write_ag_news(tmp_path / f"{split}.csv", rows)
+
+
+def _run(root, tmp_path, out, **overrides) -> int:
+    path = recipe(root, out, learning_rate=1e-12, max_steps=1, **overrides)
+    args = json.loads(Path(path).read_text())
+    args.update(train_file=str(tmp_path / "train.csv"), test_file=str(tmp_path / "test.csv"))
+    Path(path).write_text(json.dumps(args))
+    return main([path])
+
+
+def _predicted(out) -> list[str]:
+    return [json.loads(x)["predicted"] for x in (out / "test_predictions.jsonl").read_text().splitlines()]
+
+
+def test_heads_trained_in_another_label_order_are_matched_by_name(root, trained, tmp_path, capsys):
+    """A head from a fine-tuned checkpoint or a copied teacher answers in its own label order. With a names file in
+    another order beside a teacher, or another label set of the same size, the rows kept their old places under the
+    new names: the audit's copy of a teacher scored 0.0 where the teacher scored 1.0."""
+    _as_names(root, tmp_path)
+    (tmp_path / "reversed.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
+    names = {"label_names_file": str(tmp_path / "reversed.txt")}
+    teacher = {"teacher_model_name_or_path": str(trained), **names}
+    for out, overrides in (
+        (tmp_path / "copy", {**teacher, "student_layers": [0, 1]}),  # every block of the teacher: the teacher itself
+        (tmp_path / "on", {**teacher, "model_name_or_path": str(trained)}),
+    ):
+        assert _run(root, tmp_path, out, **overrides) == 0
+        reversed_names = {str(i): c for i, c in enumerate(CLASSES[::-1])}
+        assert json.loads((out / "config.json").read_text())["id2label"] == reversed_names  # the names file's order
+        assert _predicted(out) == _predicted(trained), out.name
+
+    # another label set of the same size: the three classes both have keep their rows; the new one starts fresh
+    _as_names(root, tmp_path, rename={"Sports": "Cricket"})
+    out = tmp_path / "renamed"
+    assert _run(root, tmp_path, out, model_name_or_path=str(trained), label_names_file=None) == 0
+    kept = [(a, b) for a, b in zip(_predicted(trained), _predicted(out)) if a != "Sports" and b != "Cricket"]
+    assert kept and all(a == b for a, b in kept)
+
+    # another number of labels: one clear line, not from_pretrained's traceback
+    _as_names(root, tmp_path, rename={"Sports": "World"})
+    capsys.readouterr()
+    assert _run(root, tmp_path, tmp_path / "three", model_name_or_path=str(trained), label_names_file=None) == 2
+    err = capsys.readouterr().err
+    assert "has a classifier for another number of labels than the data's 3: set 'ignore_mismatched_sizes'" in err
 
 
 @pytest.mark.parametrize("peft_type", ["PROMPT_TUNING", "P_TUNING"])
