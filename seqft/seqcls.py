@@ -494,9 +494,9 @@ def evaluate_as_trained(data_args, model_path: str, load_kwargs: dict) -> None:
     them on `data_args`, which the resolved recipe records."""
     import dataclasses
 
-    from .predict import read_json_file, read_recipe
-
     from transformers import AutoConfig
+
+    from .predict import read_json_file, read_recipe
 
     if not os.path.isfile(os.path.join(model_path, "config.json")):
         return  # a Hub id is read as it loads; an adapter folder is reported by seqft.train
