@@ -313,34 +313,33 @@ def test_stride_must_leave_room_for_new_words():
 # --- end to end: train, evaluate and predict long sentences with a CRF and document context ------------------------
 
 
-def test_training_on_windows_end_to_end(tmp_path):
-    save_tiny_bert(tmp_path / "encoder")
-    long = [(sum((w for w, _ in SENTENCES), []), sum((t for _, t in SENTENCES), []))]  # 40 words
-    write_conll(tmp_path / "train.txt", long * 2 + SENTENCES)
-    write_conll(tmp_path / "test.txt", SENTENCES[:2] + long)
+def train_in(tmp_path, **overrides) -> int:
+    """seqft.train on tmp_path's encoder/, train.txt and test.txt into out/ (trained, then tested)."""
     recipe = {
         "model_name_or_path": str(tmp_path / "encoder"),
         "train_file": str(tmp_path / "train.txt"),
-        "validation_file": str(tmp_path / "test.txt"),
         "test_file": str(tmp_path / "test.txt"),
         "output_dir": str(tmp_path / "out"),
-        "use_crf": True,
-        "max_seq_length": 12,
-        "stride": 3,
-        "doc_context": 1,
         "do_train": True,
-        "do_eval": True,
         "do_predict": True,
-        "max_steps": 3,
-        "per_device_train_batch_size": 8,
         "learning_rate": 1e-3,
         "use_cpu": True,
         "report_to": "none",
         "save_strategy": "no",
         "disable_tqdm": True,
+        **overrides,
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
-    assert main([str(tmp_path / "r.json")]) == 0
+    return main([str(tmp_path / "r.json")])
+
+
+def test_training_on_windows_end_to_end(tmp_path):
+    save_tiny_bert(tmp_path / "encoder")
+    long = [(sum((w for w, _ in SENTENCES), []), sum((t for _, t in SENTENCES), []))]  # 40 words
+    write_conll(tmp_path / "train.txt", long * 2 + SENTENCES)
+    write_conll(tmp_path / "test.txt", SENTENCES[:2] + long)
+    extra = {"validation_file": str(tmp_path / "test.txt"), "do_eval": True, "per_device_train_batch_size": 8}
+    assert train_in(tmp_path, use_crf=True, max_seq_length=12, stride=3, doc_context=1, max_steps=3, **extra) == 0
     out = tmp_path / "out"
     evaluation = json.loads((out / "eval_results.json").read_text())
     assert evaluation["eval_samples"] == 3 and evaluation["eval_windows"] > 3
@@ -387,24 +386,7 @@ def test_pos_words_cut_by_truncation_get_no_phantom_o_tag(tmp_path):
     save_tiny_bert(tmp_path / "encoder")
     write_conll(tmp_path / "train.txt", sentences)
     write_conll(tmp_path / "test.txt", [long])
-    recipe = {
-        "model_name_or_path": str(tmp_path / "encoder"),
-        "train_file": str(tmp_path / "train.txt"),
-        "test_file": str(tmp_path / "test.txt"),
-        "output_dir": str(tmp_path / "out"),
-        "label_scheme": "plain",
-        "max_seq_length": 8,
-        "truncate_long_sentences": True,
-        "do_train": True,
-        "do_predict": True,
-        "max_steps": 2,
-        "use_cpu": True,
-        "report_to": "none",
-        "save_strategy": "no",
-        "disable_tqdm": True,
-    }
-    (tmp_path / "r.json").write_text(json.dumps(recipe))
-    assert main([str(tmp_path / "r.json")]) == 0
+    assert train_in(tmp_path, label_scheme="plain", max_seq_length=8, truncate_long_sentences=True, max_steps=2) == 0
     out = tmp_path / "out"
     rows = [line.split() for line in (out / "test_predictions.txt").read_text().splitlines() if line.strip()]
     cut = json.loads((out / "test_results.json").read_text())["test_words_truncated"]
