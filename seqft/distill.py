@@ -265,6 +265,8 @@ def parse_layer_map(raw: Mapping, num_student_layers: int, num_teacher_layers: i
     for key, value in raw.items():
         try:
             s, t = int(key), int(value)
+            if isinstance(value, bool) or float(value) != t:  # 2.7 is no layer (int() would read 2)
+                raise ValueError
         except (TypeError, ValueError):
             raise RecipeError(
                 f"'distill_layer_map' entry {key!r}: {value!r} is not a layer number pair; expected e.g. "
@@ -559,6 +561,9 @@ def teacher_log_distribution(
     return log_q.float(), (hidden if output_hidden_states else None)
 
 
+LOAD_KWARGS = "seqft_load_kwargs"  # attribute of a loaded teacher: how its tokenizer loads the same way
+
+
 def load_teacher(name_or_path: str, **kwargs) -> nn.Module:
     """A fine-tuned token-classification model from a directory, Hub id or `pkg://` path; a seqft CRF checkpoint
     loads through the Auto classes. `kwargs` go to `from_pretrained` (cache_dir, revision, token, ...)."""
@@ -588,11 +593,13 @@ def load_teacher(name_or_path: str, **kwargs) -> nn.Module:
         raise _unnamed_teacher_error(f"teacher_model_name_or_path={name_or_path!r}", names, sequence_level)
     try:
         auto = AutoModelForSequenceClassification if sequence_level else AutoModelForTokenClassification
-        return auto.from_pretrained(path, config=config, **kwargs)
+        teacher = auto.from_pretrained(path, config=config, **kwargs)
     except (OSError, ValueError) as err:
         raise RecipeError(
             f"teacher_model_name_or_path={name_or_path!r}: could not load a token-classification model ({err})."
         ) from err
+    setattr(teacher, LOAD_KWARGS, {k: v for k, v in kwargs.items() if v is not None})  # for its tokenizer
+    return teacher
 
 
 def load_teacher_tokenizer(teacher: nn.Module):
@@ -600,8 +607,8 @@ def load_teacher_tokenizer(teacher: nn.Module):
     path = getattr(_base(teacher), "name_or_path", None)
     if not path:
         return None
-    try:
-        return seqdata.load_tokenizer(path, split_special_tokens=True)
+    try:  # with the kwargs the teacher loaded with (cache_dir, revision, token), as set by load_teacher
+        return seqdata.load_tokenizer(path, split_special_tokens=True, **getattr(_base(teacher), LOAD_KWARGS, {}))
     except (OSError, ValueError) as err:  # DataError is a ValueError
         logger.info(f"No tokenizer loaded from the teacher's path {path!r}: {err}")
         return None
@@ -893,6 +900,8 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
     else:
         same = same_tokenizer(teacher_tokenizer, student_tokenizer)
     precomputed = args.precompute_teacher or not same
+    if same:
+        _check_teacher_length(teacher, trainer.train_dataset)
     if is_sequence_classifier(student):  # one (B, C) distribution per text: same tokenizer, softmax heads only
         if precomputed:
             why = "precompute_teacher is set" if same else "the teacher's tokenizer differs from the student's"
@@ -917,7 +926,9 @@ def prepare_teacher(teacher_model, trainer) -> nn.Module:
         if args.distill_layer_map:
             layer_map = parse_layer_map(args.distill_layer_map, num_student, num_teacher)
         else:
-            layer_map = default_layer_map(num_student, num_teacher, args.student_layers)
+            # the blocks a student copied from the teacher map to those; others (student_init 'model'): spaced
+            copied = args.student_layers if args.student_init == "teacher" else None
+            layer_map = default_layer_map(num_student, num_teacher, copied)
         _add_projection(student, _hidden_size(student), _hidden_size(teacher))
     elif args.distill_layer_map:
         logger.warning("distill_layer_map is set but distill_hidden_weight is 0: hidden states are not matched.")
@@ -974,6 +985,23 @@ def load_projection(student: nn.Module, folder: str) -> None:
     reference = projection.weight
     state = {key: value.to(device=reference.device, dtype=reference.dtype) for key, value in load_file(path).items()}
     projection.load_state_dict(state)
+
+
+def _check_teacher_length(teacher: nn.Module, dataset) -> None:
+    """A teacher that reads the student's inputs must take their length: one with fewer position embeddings failed
+    at the first step that held a long sentence, maybe hours in."""
+    from .windows import model_positions
+
+    limit = model_positions(_base(teacher).config)
+    if limit is None or dataset is None or "input_ids" not in getattr(dataset, "column_names", ()):
+        return
+    lengths = seqdata.read_column(dataset, "length") if "length" in dataset.column_names else None
+    longest = max(lengths) if lengths else max((len(ids) for ids in dataset["input_ids"]), default=0)
+    if longest > limit:
+        raise RecipeError(
+            f"the teacher ({_teacher_name(teacher)}) takes at most {limit} tokens, but the student's training inputs "
+            f"reach {longest}: set 'max_seq_length' to at most {limit} (longer sentences are cut into windows)."
+        )
 
 
 def _add_projection(student: nn.Module, student_width: int, teacher_width: int) -> None:

@@ -46,16 +46,17 @@ def library_versions() -> dict[str, str]:
 def resolved_record(model_args, data_args, training_args) -> dict:
     """Every field's value (no secrets), versions, data fingerprints: what seqft_recipe.json holds."""
     files = {}
+    training = training_args.do_train  # the teacher and its unlabelled sentences matter to training only
     for split, spec in (
         ("train", data_args.train_file),
         ("validation", data_args.validation_file),
         ("test", data_args.test_file),
-        ("distill_unlabelled", training_args.distill_unlabelled_file),
+        ("distill_unlabelled", training_args.distill_unlabelled_file if training else None),
         ("label_names", getattr(data_args, "label_names_file", None)),  # it fixes the label order
     ):
         if spec:
             files[split] = {"spec": spec, **seqdata.fingerprint(seqdata.resolve_path(spec))}
-    teacher = training_args.teacher_model_name_or_path
+    teacher = training_args.teacher_model_name_or_path if training else None
     weights = seqdata.fingerprint_weights(seqdata.resolve_path(teacher)) if teacher else None
     if weights:  # a teacher retrained in place keeps its path
         files["teacher_weights"] = {"spec": teacher, **weights}
@@ -493,10 +494,9 @@ def run(argv=None) -> dict:
     if student_from_teacher:  # blocks of the teacher, or of model_name_or_path (student_init 'model', new head)
         model = distill.build_student_from_teacher(model, training_args.student_layers, use_crf=model_args.use_crf)
     # a head trained elsewhere answers in its own label order: the teacher's (copied), or a fine-tuned checkpoint's
-    # (trained on: another label set of the same size, or a label_names_file's order beside a teacher)
-    trained_rows = (
-        distill.label_names(teacher) if copies_teacher else None if student_from_teacher else checkpoint_labels
-    )
+    # (trained on, or whose blocks a student takes: another label set of the same size, or a label_names_file's
+    # order beside a teacher)
+    trained_rows = distill.label_names(teacher) if copies_teacher else checkpoint_labels
     if trained_rows is not None and list(trained_rows) != label_names and not model_args.use_crf:
         carry_over_rows(model, list(trained_rows), label_names)  # same number of rows: loaded in the old order
     virtual_tokens = adapters.virtual_tokens(model_args.peft_config)

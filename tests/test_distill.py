@@ -185,6 +185,43 @@ def test_layer_maps():
         distill.parse_layer_map({"4": 1}, 3, 6)
     with pytest.raises(RecipeError, match="not a layer number pair"):
         distill.parse_layer_map({"first": 1}, 3, 6)
+    with pytest.raises(RecipeError, match=r"'1': 2\.7 is not a layer number pair"):  # int() read it as layer 2
+        distill.parse_layer_map({"1": 2.7}, 3, 6)
+    assert distill.parse_layer_map({"1": 2.0}, 3, 6) == {1: 2}
+
+
+def test_a_student_of_other_blocks_maps_its_layers_evenly(tmp_path):
+    """student_layers numbers the blocks of model_name_or_path under student_init 'model', not the teacher's:
+    the default map read them as teacher blocks (an IndexError at the first step, or a silently wrong map)."""
+    student = bert(num_hidden_layers=2)
+    args = dict(distill_hidden_weight=1.0, student_layers=[0, 5], student_init="model")
+    trainer = trainer_for(tmp_path, student, bert(seed=1, num_hidden_layers=4), **args)
+    assert trainer.distill_plan.layer_map == distill.default_layer_map(2, 4) == {1: 2, 2: 4}
+    copied = dict(args, student_layers=[0, 3], student_init="teacher")  # blocks copied from the teacher map back
+    plan = trainer_for(tmp_path, student, bert(seed=1, num_hidden_layers=4), **copied).distill_plan
+    assert plan.layer_map == {1: 1, 2: 4}
+
+
+def test_a_teacher_with_fewer_positions_than_the_inputs_is_refused_up_front(tmp_path):
+    """It failed with a shape error at the first step that held a long sentence, maybe hours into training."""
+    short = bert(seed=1, max_position_embeddings=8)
+    with pytest.raises(RecipeError, match=r"takes at most 8 tokens, but the student's training inputs reach \d+: set"):
+        trainer_for(tmp_path, bert(), short)
+    trainer_for(tmp_path, bert(), bert(seed=1))  # 64 positions: every input fits
+
+
+def test_the_teacher_tokenizer_loads_with_the_teachers_load_arguments(tmp_path, monkeypatch):
+    """A teacher from a Hub cache (cache_dir) loaded, its tokenizer not (no cache_dir): "assuming they are the
+    same", the student's ids went to a teacher of another vocabulary."""
+    teacher = bert()
+    teacher.save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    loaded = distill.load_teacher(str(tmp_path / "teacher"), cache_dir=str(tmp_path / "cache"), revision=None)
+    seen = {}
+    real = seqdata.load_tokenizer
+    monkeypatch.setattr(seqdata, "load_tokenizer", lambda path, **kw: seen.update(kw) or real(path, **kw))
+    assert distill.load_teacher_tokenizer(loaded) is not None
+    assert seen == {"split_special_tokens": True, "cache_dir": str(tmp_path / "cache")}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,6 +351,54 @@ def distil_recipe(tmp_path, teacher=None) -> str:
     }
     (tmp_path / "r.json").write_text(json.dumps(recipe))
     return str(tmp_path / "r.json")
+
+
+def test_a_student_from_a_checkpoint_of_another_label_order_keeps_its_rows_by_name(tmp_path):
+    """student_init 'model' takes model_name_or_path's blocks and head: a fine-tuned checkpoint with the teacher's
+    labels in another order kept its rows in their places under the teacher's names (F1 1.0 -> 0.11 in the audit).
+    Evaluating with the recipe's distill_unlabelled_file gone from disk was a traceback (it matters to training)."""
+    from helpers import write_conll
+
+    from seqft.train import main
+
+    teacher = bert()
+    teacher.save_pretrained(tmp_path / "teacher")
+    order = list(range(len(LABELS)))[::-1]
+    turned = bert(labels=[LABELS[i] for i in order])
+    turned.load_state_dict({**teacher.state_dict(), **{
+        "classifier.weight": teacher.classifier.weight[order], "classifier.bias": teacher.classifier.bias[order]}})  # fmt: skip
+    turned.save_pretrained(tmp_path / "turned")
+    for folder in ("teacher", "turned"):
+        tiny_tokenizer().save_pretrained(tmp_path / folder)
+    data = write_conll(tmp_path / "data.txt")
+    common = {
+        "train_file": str(data),
+        "test_file": str(data),
+        "do_predict": True,
+        "use_cpu": True,
+        "report_to": "none",
+    }
+
+    def run(name, **recipe) -> str:
+        (tmp_path / f"{name}.json").write_text(json.dumps({**common, "output_dir": str(tmp_path / name), **recipe}))
+        assert main([str(tmp_path / f"{name}.json")]) == 0
+        return (tmp_path / name / "test_predictions.txt").read_text()
+
+    gone = str(tmp_path / "gone.txt")
+    teacher_dir = str(tmp_path / "teacher")
+    distilling = {"teacher_model_name_or_path": teacher_dir, "distill_unlabelled_file": gone}  # the student's recipe
+    expected = run("as_is", model_name_or_path=teacher_dir, do_train=False, **distilling)
+    student = run(
+        "student",
+        model_name_or_path=str(tmp_path / "turned"),
+        teacher_model_name_or_path=teacher_dir,
+        student_layers=[0, 1],
+        student_init="model",
+        do_train=True,
+        max_steps=1,
+        learning_rate=1e-12,
+    )
+    assert student == expected
 
 
 def test_seqft_train_refuses_a_base_encoder_as_teacher(tmp_path, capsys):
