@@ -139,6 +139,12 @@ def _peft_type(value) -> PeftType:
         ) from None
     config_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type)
     prompt_learning = config_cls is not None and issubclass(config_cls, PromptLearningConfig)
+    if peft_type == PeftType.ADALORA:
+        raise RecipeError(
+            "peft_config: ADALORA reallocates ranks through peft's update_and_allocate after every optimiser step and "
+            "adds an orthogonality term in the model's forward; SeqFTTrainer runs neither, so it would train as plain "
+            "LoRA at init_r. Use LORA (with r, lora_alpha, use_rslora ...)."
+        )
     if config_cls is None or peft_type in _DECODER_ONLY or (prompt_learning and peft_type not in _PROMPT_TYPES):
         supported = ", ".join(t.value for t in _PROMPT_TYPES)
         raise RecipeError(
@@ -334,6 +340,17 @@ def _infer_task_type(model: nn.Module) -> TaskType:
     return TaskType.TOKEN_CLS
 
 
+def _norm_names(model: nn.Module) -> list[str] | None:
+    """LN_TUNING's default targets: the names of the encoder's normalisation layers (`LayerNorm` in BERT)."""
+    encoder = _encoder_of(_unwrap(model))
+    found = {
+        name.rsplit(".", 1)[-1]
+        for name, module in (encoder.named_modules() if encoder is not None else ())
+        if name and (isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("LayerNorm", "RMSNorm")))
+    }
+    return sorted(found) or None
+
+
 def _default_targets(peft_type: PeftType, family: str | None) -> tuple[list[str] | str | None, list[str] | None]:
     """(target_modules, feedforward_modules) for an encoder family: peft's table for the method, then seqft's."""
     if peft_type == PeftType.IA3:
@@ -373,12 +390,19 @@ def build_peft_config(spec: dict | PeftConfig, model: nn.Module) -> PeftConfig:
     changes = {"task_type": TaskType(config.task_type) if config.task_type else _infer_task_type(model)}
     if changes["task_type"] not in _TASK_TYPES:
         raise RecipeError(f"peft_config: task_type '{config.task_type}' is not TOKEN_CLS or SEQ_CLS.")
+    if changes["task_type"] != _infer_task_type(model):  # peft would wrap (and reload) it as the other task
+        raise RecipeError(
+            f"peft_config: task_type '{changes['task_type'].value}' does not fit {type(_unwrap(model)).__name__} "
+            f"({_infer_task_type(model).value}): remove task_type (seqft infers it from the model)."
+        )
     encoder_config = _encoder_config(model)
     if config.is_prompt_learning:
         changes.update(_prompt_sizes(config, encoder_config))
     else:
         family = getattr(encoder_config, "model_type", None)
         targets, feedforward = _default_targets(PeftType(config.peft_type), family)
+        if PeftType(config.peft_type) == PeftType.LN_TUNING:  # the encoder's norms: LoRA's linear layers are not
+            targets = _norm_names(model)
         if getattr(config, "target_modules", False) is None and not getattr(config, "target_parameters", None):
             if targets is None:
                 raise RecipeError(
@@ -864,10 +888,14 @@ def wrap_model(model: nn.Module, spec: dict | PeftConfig) -> PeftModel:
     _check_prompt_support(model, config)
     config.base_model_name_or_path = _base_model_path(model)
     peft_model = _new_peft_model(model, config)
-    # peft appends its own ["classifier", "score"] to modules_to_save; keep the saved list readable.
+    # peft appends its own ["classifier", "score"] to modules_to_save; keep the saved list readable and true (only
+    # modules the model has)
     stored = peft_model.peft_config["default"]
     if getattr(stored, "modules_to_save", None):
-        stored.modules_to_save = list(dict.fromkeys(stored.modules_to_save))
+        names = [name for name, _ in model.named_modules()]
+        stored.modules_to_save = [
+            m for m in dict.fromkeys(stored.modules_to_save) if any(n == m or n.endswith("." + m) for n in names)
+        ]
     counts = trainable_parameters(peft_model)
     logger.info(
         f"peft {config.peft_type.value}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "

@@ -583,10 +583,12 @@ def usage_snippet(
         return "\n".join(lines)
 
     peft_config = next(iter(model.peft_config.values()))
-    if getattr(peft_config, "is_prompt_learning", False) or own_base:
+    lora = str(getattr(peft_config.peft_type, "value", peft_config.peft_type)) == "LORA"
+    if getattr(peft_config, "is_prompt_learning", False) or own_base or (is_crf and not lora):
         # Prompt learning has no weights to merge, and seqft applies it at the encoder (seqft.adapters); a student's
-        # adapter sits on its own student_base/: only seqft loads them right. Every other method merges into the
-        # base weights named in adapter_config.json.
+        # adapter sits on its own student_base/; peft's merge_and_unload of a method other than LoRA fails on the
+        # CRF among the saved modules (seqft.adapters works around it): only seqft loads them right. Every other
+        # adapter merges into the base weights named in adapter_config.json.
         download, path_line = fetch_lines(repo_id)
         return "\n".join(
             [

@@ -201,6 +201,11 @@ def resolve_max_length(requested: int | None, tokenizer, config, virtual_tokens:
     """max_seq_length, or the longest input the tokenizer and the model's position embeddings allow (<= 512), less
     the `virtual_tokens` a prompt-learning adapter puts before every input."""
     positions = (seqwin.model_positions(config) or 512) - virtual_tokens
+    if virtual_tokens and positions < 8:  # max_seq_length's least; the error would name a length nobody set
+        raise RecipeError(
+            f"peft_config: num_virtual_tokens = {virtual_tokens} leaves {max(positions, 0)} of the model's "
+            f"{positions + virtual_tokens} positions for the text: use at most {positions + virtual_tokens - 8}."
+        )
     if requested is not None:
         if requested > positions:
             prompts = f" once the adapter's {virtual_tokens} virtual tokens are placed" if virtual_tokens else ""

@@ -145,6 +145,21 @@ def test_unknown_method_and_decoder_only_methods_are_errors():
         adapters.check_peft_spec({"peft_type": "LORA", "base_model_name_or_path": "x"})
 
 
+def test_what_would_train_other_than_asked_is_refused_or_targeted_right(root):
+    """From an audit: AdaLoRA trained as plain LoRA (nothing ran its rank allocation); LN_TUNING took LoRA's
+    query/value and trained copies of those matrices; task_type SEQ_CLS on a tagger saved an adapter that reloaded
+    as a sequence classifier; the saved module list named a `score` the model does not have."""
+    with pytest.raises(RecipeError, match="ADALORA reallocates ranks through peft's update_and_allocate"):
+        adapters.check_peft_spec({"peft_type": "ADALORA", "init_r": 6, "target_r": 2})
+    with pytest.raises(RecipeError, match="task_type 'SEQ_CLS' does not fit BertForTokenClassification"):
+        adapters.wrap_model(stock_model(root), {"peft_type": "LORA", "task_type": "SEQ_CLS"})
+    model = adapters.wrap_model(stock_model(root), {"peft_type": "LN_TUNING"})
+    config = model.peft_config["default"]
+    assert set(config.target_modules) == {"LayerNorm"} and config.modules_to_save == ["classifier"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("LayerNorm" in n or "classifier" in n for n in trainable), trainable
+
+
 @pytest.mark.parametrize("init", ["corda", "lora_ga"])
 def test_initialisations_that_need_a_pass_seqft_does_not_run_are_refused(init):
     # without peft.preprocess_loraga, peft silently falls back to a plain LoRA init; corda errors deep in peft

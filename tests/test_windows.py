@@ -404,3 +404,18 @@ def test_pos_words_cut_by_truncation_get_no_phantom_o_tag(tmp_path):
     assert prediction.tags[-cut:] == [None] * cut and prediction.scores[-cut:] == [None] * cut
     assert all(e["label"] in pos for e in prediction.entities) and len(prediction.entities) == len(rows) - cut
     assert prediction.to_conll().splitlines()[-1].split() == [long[0][-1], "_"]
+
+
+def test_virtual_tokens_that_fill_the_positions_are_named():
+    """A prompt adapter whose virtual tokens leave no room was reported as "'max_seq_length' = -6", a length nobody
+    had set (found by an audit)."""
+    from transformers import AutoConfig
+
+    from seqft.train import resolve_max_length
+
+    config = AutoConfig.for_model("bert", max_position_embeddings=64)
+    assert resolve_max_length(None, tiny_tokenizer(), config, virtual_tokens=20) == 44
+    with pytest.raises(
+        RecipeError, match=r"num_virtual_tokens = 70 leaves 0 of the model's 64 positions .* at most 56"
+    ):
+        resolve_max_length(None, tiny_tokenizer(), config, virtual_tokens=70)
