@@ -231,6 +231,44 @@ def test_from_encoder_keeps_a_fine_tuned_softmax_classifier_with_the_same_labels
         assert all(torch.equal(value, reference[key]) for key, value in other.encoder.state_dict().items())
 
 
+def test_a_gold_path_cut_inside_an_entity_is_open_at_that_edge():
+    """Windows (and truncation) cut sentences between words, inside entities too: a window's gold path may start
+    with I-X (IOB2) or end with B-X (BIOES). Charged as forbidden, each added about 1e4 to the loss (an audit saw a
+    train_loss of 15.5 against 0.18 without windows). That edge tag is now unobserved; inside, a forbidden
+    transition still costs DISALLOWED_SCORE."""
+    model = make_model().eval()
+    batch = tiny_tokenizer()(["john smith lives"], return_tensors="pt")  # [CLS] john smith lives [SEP]
+    O, B, I = (LABEL2ID[t] for t in ("O", "B-PER", "I-PER"))  # noqa: E741
+
+    def loss(tags, **kwargs):
+        labels = torch.tensor([[-100, *tags, -100]])
+        return model(**batch, labels=labels, num_items_in_batch=3, **kwargs).loss.item()
+
+    assert loss([I, I, O]) == pytest.approx(loss([-100, I, O]))  # starts inside an entity: open start
+    assert loss([I, I, O]) < 100
+    assert loss([O, I, O]) > 1000  # a forbidden transition inside the path is still charged
+    bioes_labels = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
+    torch.manual_seed(0)
+    bioes = SeqFTCRFForTokenClassification(
+        SeqFTCRFConfig(
+            encoder_config=no_dropout_bert(),
+            id2label=dict(enumerate(bioes_labels)),
+            label_scheme="BIOES",
+            special_token_ids=SPECIAL_IDS,
+            classifier_dropout=0.0,
+        )
+    ).eval()
+
+    def bioes_loss(tags):
+        labels = torch.tensor([[-100, *tags, -100]])
+        return bioes(**batch, labels=labels, num_items_in_batch=3).loss.item()
+
+    assert (
+        bioes_loss([0, 1, 2]) == pytest.approx(bioes_loss([0, 1, -100])) and bioes_loss([0, 1, 2]) < 100
+    )  # ends in one
+    assert bioes_loss([2, 3, 0]) == pytest.approx(bioes_loss([-100, 3, 0]))
+
+
 def test_token_embeddings_resize_and_reload(tmp_path):
     """`resize_token_embeddings` (after adding tokens to the tokenizer) stopped half-way: the config's vocab_size
     was read-only, with the embeddings already resized."""

@@ -59,7 +59,9 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
     (the number of labels != -100 in the whole accumulated, all-rank batch: `accepts_loss_kwargs = True` makes the
     loss independent of gradient accumulation and of the number of ranks), else divided by the number of observed
     labels of this batch. With `crf_constraints`, gold tags must follow `label_scheme`: each transition it forbids
-    costs about 1e4 (`crf.DISALLOWED_SCORE`) in the summed loss.
+    costs about 1e4 (`crf.DISALLOWED_SCORE`) in the summed loss. Except at the edges: a sequence whose first (last)
+    gold tag is one the scheme forbids there, as a window or a truncation cut inside an entity leaves it (`I-X`
+    first in IOB2, `B-X` last in BIOES), has that tag unobserved, so the path it marginalises over is valid.
 
     **Logits.**
 
@@ -190,6 +192,25 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         model.crf.to(device=encoder.device)
         return model
 
+    def _open_edges(self, labels: torch.Tensor, crf_mask: torch.Tensor) -> torch.Tensor:
+        """`labels` with a first (last) tag inside `crf_mask` that the constraints forbid at a sequence's start (end)
+        made unobserved (-100): a window cut inside an entity. Charged as a forbidden transition, it added about 1e4
+        to the loss and pushed its emission up without end."""
+        if not self.config.crf_constraints:
+            return labels
+        rows = torch.arange(labels.size(0), device=labels.device)
+        present = crf_mask.any(dim=1)
+        first = crf_mask.int().argmax(dim=1)  # shape: (batch,)
+        last = crf_mask.size(1) - 1 - crf_mask.flip(1).int().argmax(dim=1)  # shape: (batch,)
+        out = labels
+        for index, allowed in ((first, self.crf.allowed_start), (last, self.crf.allowed_end)):
+            tag = labels[rows, index]
+            forbidden = present & (tag >= 0) & ~allowed[tag.clamp(min=0)]
+            if forbidden.any():
+                out = out.clone() if out is labels else out
+                out[rows[forbidden], index[forbidden]] = -100
+        return out
+
     def _constraint_masks(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         config = self.config
         if not config.crf_constraints:
@@ -267,7 +288,7 @@ class SeqFTCRFForTokenClassification(PreTrainedModel):
         )
         loss = None
         if labels is not None:
-            labels = labels.to(emissions.device)
+            labels = self._open_edges(labels.to(emissions.device), crf_mask)
             if num_items_in_batch is None:
                 loss = self.crf(emissions, labels, crf_mask, reduction="token_mean")
             else:
