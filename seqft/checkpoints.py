@@ -455,6 +455,19 @@ def resolve_resume(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def copy_for_push(checkpoint_folder: str, output_dir: str) -> None:
+    """The stock push during training copies a fixed list of model files from the checkpoint to `output_dir` and
+    uploads that: seqft's own model files are not on it, so the Hub repository could not load until the end of
+    training (or ever, if the job died). Copies them too: the CRF model's code (`*.py`, named by its `auto_map`)
+    and an adapter's `base_config/`."""
+    for name in os.listdir(checkpoint_folder):
+        source = os.path.join(checkpoint_folder, name)
+        if name.endswith(".py") and os.path.isfile(source):
+            shutil.copy2(source, os.path.join(output_dir, name))
+        elif name == "base_config" and os.path.isdir(source):
+            shutil.copytree(source, os.path.join(output_dir, name), dirs_exist_ok=True)
+
+
 def checked_resume(value, output_dir: str):
     """`Trainer.train(resume_from_checkpoint=value)` in code: a path must be complete (RecipeError naming what it
     lacks: a resume from it would silently start a fresh optimiser, scheduler or RNG); True becomes the last

@@ -143,7 +143,7 @@ def build_model_card(
     if pipeline_task == "text-classification":
         scheme = "plain"  # class names, no tag scheme: accuracy and micro/macro F1 over classes
 
-    repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or model_name
+    repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id  # model_name is the card's title only
     model_name = model_name or (repo_id or os.path.basename(os.path.normpath(output_dir))).split("/")[-1]
     repo_id = repo_id or output_dir  # not pushed: the snippets load the folder, as named where training ran
 
@@ -242,6 +242,7 @@ def render(context: Mapping[str, Any]) -> str:
     )
     environment.filters["num"] = _num
     environment.filters["cell"] = _cell
+    environment.filters["label"] = _label
     return environment.from_string(text).render(**context)
 
 
@@ -566,8 +567,9 @@ def usage_snippet(
     seqft's `load_adapter_model`: prompt learning runs through seqft's encoder hooks, and a student built from
     selected blocks (`own_base`) adapts its own `student_base/`, in the repository, not the encoder it came from."""
     var = "ner" if task_name == "ner" else "tagger"
-    # plain (POS-style) tags: the aggregating strategies merge neighbouring words of one tag (NNP NNP -> one group)
-    strategy = "none" if scheme == "plain" else "first"
+    # plain (POS-style) tags: the aggregating strategies merge neighbouring words of one tag (NNP NNP -> one group);
+    # BIOES: the pipeline groups B-/I- only, and would cut each entity at its E- and S- tags: tags per token
+    strategy = "none" if scheme in ("plain", "BIOES") else "first"
     if not is_adapter:
         remote = ", trust_remote_code=True" if is_crf else ""
         lines = ["from transformers import pipeline", ""]
@@ -667,6 +669,11 @@ def _num(value, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _label(value) -> str:
+    """A label or class name in Markdown text or a table cell: shown as written (`*ORG*`, `LOC_1`, `PER|X`)."""
+    return re.sub(r"([\\|*_`])", r"\\\1", str(value))
 
 
 def _cell(value) -> str:

@@ -466,6 +466,8 @@ class SeqFTTrainer(Trainer):
 
     def _push_from_checkpoint(self, checkpoint_folder):
         if self._checkpoint_staging is None:  # while staging, save_atomically pushes the renamed checkpoint instead
+            if self.args.should_save and self.args.hub_strategy != "end":
+                checkpoints.copy_for_push(checkpoint_folder, self.args.output_dir)
             super()._push_from_checkpoint(checkpoint_folder)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -641,3 +641,27 @@ def test_a_pos_tagger_card_is_not_ner_and_its_snippet_does_not_merge_words():
     assert 'aggregation_strategy="none"' in pos and "tagger = pipeline" in pos
     ner = usage_snippet("me/ner", "ner", {0: "O", 1: "B-PER"}, "IOB2", None, None, False, False, None)
     assert 'aggregation_strategy="first"' in ner
+    # the pipeline groups B-/I- only: a BIOES model's entities came out one per word (an audit)
+    bioes = usage_snippet("me/ner", "ner", {0: "O", 1: "S-PER"}, "BIOES", None, None, False, False, None)
+    assert 'aggregation_strategy="none"' in bioes
+
+
+def test_label_names_show_as_written_and_pushes_during_training_carry_seqft_files(tmp_path):
+    """From an audit: `*ORG*` rendered in italics and `PER|X` split a table row; a push during training copied the
+    stock file list only, so the Hub repository of a CRF model (its code) or an adapter (base_config/) could not
+    load until the end of training."""
+    from seqft.checkpoints import copy_for_push
+    from seqft.model_card import _label
+
+    assert [_label(n) for n in ("*ORG*", "PER|X", "LOC_1")] == ["\\*ORG\\*", "PER\\|X", "LOC\\_1"]
+    checkpoint, out = tmp_path / "checkpoint-8", tmp_path / "out"
+    (checkpoint / "base_config").mkdir(parents=True)
+    out.mkdir()
+    for name in ("modeling_crf.py", "base_config/config.json", "model.safetensors"):
+        (checkpoint / name).write_text("x")
+    copy_for_push(str(checkpoint), str(out))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "base_config",
+        "base_config/config.json",
+        "modeling_crf.py",
+    ]  # the weights are the stock code's to copy
