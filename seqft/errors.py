@@ -37,6 +37,14 @@ def run_cli(run, argv=None) -> int:
 
     try:
         run(argv)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as a shell tool does
+        import contextlib
+        import os
+
+        # no second error when Python flushes stdout at exit (a captured stdout has no file descriptor)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except Interrupted as err:
         print(f"seqft: stopped: {err}", file=sys.stderr)
         return err.exit_status

@@ -89,7 +89,13 @@ def checkpoint_config(model_path: str, load_kwargs: dict):
             f"'model_name_or_path' = {model_path!r} holds a PEFT adapter without its base model: point it at the "
             "run's merged/ folder (merge_adapter), or predict with `python -m seqft.predict`, which loads adapters."
         )
-    return AutoConfig.from_pretrained(model_path, **load_kwargs)
+    try:
+        return AutoConfig.from_pretrained(model_path, **load_kwargs)
+    except (OSError, ValueError) as err:  # e.g. outputs/quickstart before the run that writes it, read as a Hub id
+        raise RecipeError(
+            f"'model_name_or_path' = {model_path!r} could not be loaded: it is neither a model folder here nor a "
+            f"cached Hub model ({str(err).splitlines()[0]}). If a recipe writes it (an output_dir), run that first."
+        ) from None
 
 
 def known_labels(config) -> list[str] | None:

@@ -83,6 +83,16 @@ def test_unknown_cli_flag_suggests(tmp_path):
         parse_recipe([write(tmp_path, BASE), "--max_seq_len", "128"])
 
 
+def test_a_reader_that_goes_away_stops_the_command_quietly(capsys):
+    """`python -m seqft.predict ... | head` ended in a BrokenPipeError traceback (found by an audit)."""
+    from seqft.errors import run_cli
+
+    def run(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert run_cli(run) == 141 and "Traceback" not in capsys.readouterr().err
+
+
 def test_bad_cli_value_is_one_error_line_naming_the_flag(tmp_path, capsys):
     from seqft.errors import run_cli
 

@@ -332,6 +332,8 @@ def test_metric_for_best_model_is_checked_before_training(fixture_dir, tmp_path,
     "overrides, message",
     [
         ({"model_name_or_path": "/no/such/encoder"}, "'model_name_or_path' = '/no/such/encoder' is not a directory"),
+        # shaped like a Hub id (a recipe's output_dir not written yet): a traceback before (an audit)
+        ({"model_name_or_path": "outputs/never-written"}, "/never-written' could not be loaded: it is neither a"),
         ({"tokenizer_name": "./no-such-tokenizer"}, "'tokenizer_name' = './no-such-tokenizer' is not a directory"),
         ({"output_dir": "FILE"}, "is a file: give a directory"),
         ({"validation_file": None, "eval_strategy": "steps", "eval_steps": 1}, "there is no validation data"),
