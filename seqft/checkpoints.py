@@ -77,6 +77,7 @@ JIT_INCOMPLETE_MARKER = "checkpoint-is-incomplete.txt"  # written by transformer
 
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 _RNG_RE = re.compile(r"^rng_state_(\d+)\.pth$")
+RECIPE_FILE = "seqft_recipe.json"
 _WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -214,17 +215,12 @@ PREVIOUS_RUN_DIRS = ("merged", "student_base")  # merge_adapter's plain model; a
 # An earlier run's saved model, which the new one need not overwrite: a full model beside a new adapter (or an
 # adapter beside a new full model) is what the Auto classes and seqft.predict load, not the new run's
 PREVIOUS_MODEL_FILES = (
+    *_WEIGHT_FILES,
     "adapter_config.json",
-    "adapter_model.safetensors",
-    "adapter_model.bin",
     "base_config",
     "config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
     "README.md",
-    "seqft_recipe.json",
+    RECIPE_FILE,
     "seqft_eval_recipe.json",
 )
 _SHARD_RE = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
@@ -308,7 +304,6 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
-RECIPE_FILE = "seqft_recipe.json"
 # Recipe keys a resumed run may change: how long it goes on, what it logs, evaluates, saves and pushes, where
 # its outputs go. The global batch is compared as a whole (per device x accumulation x processes).
 RESUME_MAY_CHANGE = frozenset(

@@ -154,7 +154,7 @@ def sequence_metrics(
     return metrics
 
 
-def _entity_types(label_names, scheme: str) -> list[str]:
+def model_entity_types(label_names, scheme: str) -> list[str]:
     """The entity types of a model's labels (none for plain tags)."""
     return [] if scheme == "plain" else entity_types(label_names)
 
@@ -162,7 +162,7 @@ def _entity_types(label_names, scheme: str) -> list[str]:
 def metric_names(label_names: Sequence[str], scheme: str, entity_level: bool = False) -> list[str]:
     """The keys `sequence_metrics` returns for data with these labels (every entity type present), e.g. to check
     `metric_for_best_model` before training rather than at the first evaluation."""
-    return sorted(sequence_metrics([[]], [[]], scheme, entity_level, types=_entity_types(label_names, scheme)))
+    return sorted(sequence_metrics([[]], [[]], scheme, entity_level, types=model_entity_types(label_names, scheme)))
 
 
 def classification_report_dict(
@@ -228,7 +228,7 @@ def build_compute_metrics(
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown label scheme {scheme!r}: expected one of {', '.join(SCHEMES)}.")
     id2label = dict(id2label)
-    types = _entity_types(id2label.values(), scheme)
+    types = model_entity_types(id2label.values(), scheme)
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids

@@ -566,11 +566,11 @@ def build_compute_metrics(
     holds (truncation) as predicted `labels.missing_tag(scheme)`; without it only words some window holds are
     scored.
     """
-    from .metrics import sequence_metrics
+    from .metrics import model_entity_types, sequence_metrics
 
     split = WindowedSplit(windows_dataset)
     missing = schemes.missing_tag(scheme)
-    types = [] if scheme == "plain" else schemes.entity_types(id2label.values())  # every type's keys, every time
+    types = model_entity_types(id2label.values(), scheme)  # every type's keys, every time
     gold = gold[:] if gold is not None else None  # a datasets `Column` is read whole once, not a row per example
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
